@@ -1,0 +1,86 @@
+//! `demo`: a sample database that changes every second the way the Django app changes it, with
+//! the agent running on it, so a new user sees /metrics move without a Django install.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chrono::Utc;
+use chrono_tz::Tz;
+use rusqlite::{Connection, params};
+use tracing::{info, warn};
+
+use crate::config;
+use crate::populate::{self, Population, STATUS_NAMES, SplitMix64};
+use crate::source::django_timestamp;
+
+/// The sample database `demo` creates beside the config file and writes to.
+pub const DEMO_DATABASE: &str = "demo.sqlite3";
+
+/// Creates the demo database if absent, starts the sample writer, and runs the agent on the
+/// config at `config_path` until `shutdown`.
+pub async fn run(config_path: &Path, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let database = config_path.parent().unwrap_or(Path::new(".")).join(DEMO_DATABASE);
+    if !database.exists() {
+        info!(database = %database.display(), "creating the demo database");
+        populate::create(&database, &Population::new(20_000, 4, 1), false, true)?;
+    }
+    let config = config::load(config_path)?;
+    let same_file = std::fs::canonicalize(&config.source.database).ok() == std::fs::canonicalize(&database).ok();
+    if !same_file {
+        bail!(
+            "demo writes sample transactions into {}, but source.database in {} is {}: \
+             run demo with a config whose source.database is {DEMO_DATABASE:?}",
+            database.display(),
+            config_path.display(),
+            config.source.database.display()
+        );
+    }
+    if let Some(listen) = config.scrape_listen {
+        info!("watch the aggregate move: curl -s http://{listen}/metrics");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (database, stop) = (database.clone(), stop.clone());
+        std::thread::spawn(move || write_like_the_app(&database, &stop))
+    };
+    let outcome = crate::run::run(config, shutdown).await;
+    stop.store(true, Ordering::Relaxed);
+    match writer.join() {
+        Ok(Err(error)) => warn!(error = %format!("{error:#}"), "the demo writer stopped"),
+        Ok(Ok(())) | Err(_) => {}
+    }
+    outcome
+}
+
+/// Every second, creates a few transactions and moves a few recent ones to another status,
+/// bumping `time_modified` as Django's `auto_now` does, until `stop` is set.
+fn write_like_the_app(database: &Path, stop: &AtomicBool) -> anyhow::Result<()> {
+    let connection = Connection::open(database).with_context(|| format!("opening {}", database.display()))?;
+    connection.busy_timeout(Duration::from_secs(5))?;
+    let n_apis: i64 = connection.query_row("SELECT count(*) FROM apiMetrics_api", [], |row| row.get(0))?;
+    let mut random = SplitMix64(Utc::now().timestamp_micros() as u64);
+    while !stop.load(Ordering::Relaxed) {
+        let now = django_timestamp(Utc::now(), Tz::UTC);
+        let transaction = connection.unchecked_transaction()?;
+        for _ in 0..1 + random.below(4) {
+            connection.execute(
+                "INSERT INTO apiMetrics_transaction (amount, time_created, time_modified, api_id, status_id) \
+                 VALUES (?1, ?2, ?2, ?3, 1)",
+                params![random.below(1_000_000) as f64 / 100.0, now, 1 + random.below(n_apis as u64) as i64],
+            )?;
+        }
+        for _ in 0..1 + random.below(4) {
+            connection.execute(
+                "UPDATE apiMetrics_transaction SET status_id = ?1, time_modified = ?2 \
+                 WHERE id = (SELECT max(id) FROM apiMetrics_transaction) - ?3",
+                params![1 + random.below(STATUS_NAMES.len() as u64) as i64, now, random.below(200) as i64],
+            )?;
+        }
+        transaction.commit()?;
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! The Prometheus text exposition format (0.0.4): the one renderer behind `/metrics`,
+//! `once --dry-run` and the Pushgateway body, with label values escaped as the format requires.
+
+use std::collections::BTreeMap;
+use std::fmt::{Display, Write};
+
+use crate::config::MetricConfig;
+use crate::snapshot::Snapshot;
+
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// A text exposition being written; families are written whole, one after another.
+#[derive(Debug, Default)]
+pub struct Exposition {
+    text: String,
+}
+
+impl Exposition {
+    pub fn new() -> Exposition {
+        Exposition::default()
+    }
+
+    /// Starts a family: its HELP and TYPE lines.
+    pub fn family(&mut self, name: &str, help: &str, kind: &str) {
+        let _ = writeln!(self.text, "# HELP {name} {}", escape_help(help));
+        let _ = writeln!(self.text, "# TYPE {name} {kind}");
+    }
+
+    /// One sample line; `labels` are written in the order given.
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
+        self.text.push_str(name);
+        if !labels.is_empty() {
+            self.text.push('{');
+            for (position, (label, label_value)) in labels.iter().enumerate() {
+                if position > 0 {
+                    self.text.push(',');
+                }
+                self.text.push_str(label);
+                self.text.push_str("=\"");
+                push_escaped_label_value(&mut self.text, label_value);
+                self.text.push('"');
+            }
+            self.text.push('}');
+        }
+        let _ = writeln!(self.text, " {value}");
+    }
+
+    pub fn into_string(self) -> String {
+        self.text
+    }
+}
+
+/// The aggregate as a gauge family: one sample per (API name, status name), then the constant labels.
+pub fn write_aggregate(
+    exposition: &mut Exposition,
+    snapshot: &Snapshot,
+    metric: &MetricConfig,
+    constant_labels: &BTreeMap<String, String>,
+) {
+    exposition.family(&metric.name, &metric.help, "gauge");
+    let mut labels: Vec<(&str, &str)> = Vec::with_capacity(2 + constant_labels.len());
+    for series in &snapshot.series {
+        labels.clear();
+        labels.push(("api", &series.api));
+        labels.push(("status", &series.status));
+        labels.extend(constant_labels.iter().map(|(name, value)| (name.as_str(), value.as_str())));
+        exposition.sample(&metric.name, &labels, series.count);
+    }
+}
+
+fn push_escaped_label_value(out: &mut String, value: &str) {
+    for character in value.chars() {
+        match character {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            other => out.push(other),
+        }
+    }
+}
+
+fn escape_help(help: &str) -> String {
+    help.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::Series;
+    use chrono::DateTime;
+    use std::time::Duration;
+
+    #[test]
+    fn label_values_and_help_are_escaped_as_the_format_requires() {
+        let snapshot = Snapshot {
+            computed_at: DateTime::UNIX_EPOCH,
+            window_start: DateTime::UNIX_EPOCH,
+            series: vec![
+                Series { api: "Mpesa \"Express\"\\v2".into(), status: "line\nbreak".into(), count: 3 },
+                Series { api: "Airtel/Money".into(), status: "Imeshindwa ✗".into(), count: 0 },
+            ],
+            n_rows_in_window: 3,
+            n_rows_bad_timestamp: 0,
+            n_rows_orphaned: 0,
+            query_duration: Duration::ZERO,
+        };
+        let metric = MetricConfig { name: "api_transactions".into(), help: "API \\ Transactions\nby API".into(), zero_fill: true };
+        let labels = BTreeMap::from([("site".to_owned(), "nairobi-1".to_owned())]);
+        let mut exposition = Exposition::new();
+        write_aggregate(&mut exposition, &snapshot, &metric, &labels);
+        assert_eq!(
+            exposition.into_string(),
+            "# HELP api_transactions API \\\\ Transactions\\nby API\n\
+             # TYPE api_transactions gauge\n\
+             api_transactions{api=\"Mpesa \\\"Express\\\"\\\\v2\",status=\"line\\nbreak\",site=\"nairobi-1\"} 3\n\
+             api_transactions{api=\"Airtel/Money\",status=\"Imeshindwa ✗\",site=\"nairobi-1\"} 0\n"
+        );
+    }
+}

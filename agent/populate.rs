@@ -1,0 +1,158 @@
+//! Sample databases the way the Django app writes them: the schema from `schema/django.sql`,
+//! a few APIs and statuses, and transactions spread over the last hours with Django's timestamp
+//! text. Used by `populate`, `demo`, the tests and the benchmark; never pointed at a real app.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rusqlite::{Connection, params};
+
+use crate::source::django_timestamp;
+
+/// The tables Django's migrations create for the app's models.
+pub const DJANGO_SCHEMA: &str = include_str!("../schema/django.sql");
+/// The covering index the README recommends adding through a migration.
+pub const WINDOW_INDEX: &str = include_str!("../schema/index.sql");
+
+pub const API_NAMES: [&str; 20] = [
+    "Mpesa Express",
+    "Mpesa B2C",
+    "Mpesa C2B",
+    "Mpesa B2B",
+    "Mpesa Reversal",
+    "Mpesa Account Balance",
+    "Mpesa Transaction Status",
+    "Airtel Money Collect",
+    "Airtel Money Disburse",
+    "T-Kash Collect",
+    "Equitel Pay",
+    "PesaLink Send",
+    "Card Charge",
+    "Card Refund",
+    "Bank Transfer",
+    "Paybill Validation",
+    "Till Confirmation",
+    "Bulk Payout",
+    "Standing Order",
+    "Remittance Inbound",
+];
+
+pub const STATUS_NAMES: [&str; 6] = ["Pending", "Processing", "Processed", "Failed", "TimedOut", "Cancelled"];
+
+/// What to put in a sample database.
+#[derive(Debug, Clone)]
+pub struct Population {
+    pub n_transactions: u64,
+    /// How many of `API_NAMES` to use, from the first.
+    pub n_apis: usize,
+    /// Seeds the pseudo-random choices, so a seed always gives the same rows.
+    pub seed: u64,
+    /// Transactions are created evenly over `span` before `now`.
+    pub span: Duration,
+    pub now: DateTime<Utc>,
+}
+
+impl Population {
+    pub fn new(n_transactions: u64, n_apis: usize, seed: u64) -> Population {
+        Population { n_transactions, n_apis, seed, span: Duration::from_secs(48 * 3600), now: Utc::now() }
+    }
+}
+
+/// Creates a Django-schema database at `path` holding `population`. The file appears whole or
+/// not at all; an existing file is replaced only with `force`.
+pub fn create(path: &Path, population: &Population, force: bool, show_progress: bool) -> anyhow::Result<()> {
+    if path.exists() && !force {
+        bail!("refusing to touch {}: it exists (pass --force to replace it)", path.display());
+    }
+    if !(1..=API_NAMES.len()).contains(&population.n_apis) {
+        bail!("--apis must be between 1 and {}, not {}", API_NAMES.len(), population.n_apis);
+    }
+    let partial = PathBuf::from(format!("{}.partial", path.display()));
+    let _ = std::fs::remove_file(&partial);
+    let connection = Connection::open(&partial).with_context(|| format!("creating {}", partial.display()))?;
+    fill(&connection, population, show_progress).with_context(|| format!("writing {}", partial.display()))?;
+    connection.close().map_err(|(_, error)| error)?;
+    std::fs::rename(&partial, path).with_context(|| format!("moving {} to {}", partial.display(), path.display()))?;
+    Ok(())
+}
+
+fn fill(connection: &Connection, population: &Population, show_progress: bool) -> anyhow::Result<()> {
+    // Safe only because the file is new and renamed into place when complete.
+    connection.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -262144;")?;
+    connection.execute_batch(DJANGO_SCHEMA)?;
+    let transaction = connection.unchecked_transaction()?;
+    for (position, name) in API_NAMES[..population.n_apis].iter().enumerate() {
+        connection.execute(
+            "INSERT INTO apiMetrics_api (name, description, params) VALUES (?1, ?2, ?3)",
+            params![name, format!("{name} payments"), format!("{{\"shortcode\": \"{}\"}}", 174379 + position)],
+        )?;
+    }
+    for name in STATUS_NAMES {
+        connection.execute(
+            "INSERT INTO apiMetrics_transactionstatus (name, description) VALUES (?1, ?2)",
+            params![name, format!("The transaction is {}", name.to_lowercase())],
+        )?;
+    }
+
+    let progress = if show_progress {
+        ProgressBar::with_draw_target(Some(population.n_transactions), ProgressDrawTarget::stderr())
+    } else {
+        ProgressBar::hidden()
+    };
+    progress.set_style(
+        ProgressStyle::with_template("{bar:40} {human_pos}/{human_len} transactions, {eta} left")
+            .expect("the template is valid"),
+    );
+    let mut random = SplitMix64(population.seed);
+    let mut insert = connection.prepare(
+        "INSERT INTO apiMetrics_transaction (amount, time_created, time_modified, api_id, status_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    let span_micros = population.span.as_micros() as i64;
+    let start = population.now - population.span;
+    let n = population.n_transactions.max(1) as i64;
+    for position in 0..population.n_transactions as i64 {
+        // Created evenly over the span, in id order as the app creates them; modified up to 15
+        // minutes later, never after `now`.
+        let created = start + chrono::Duration::microseconds(span_micros * position / n + random.below(1_000_000) as i64);
+        let modified = (created + chrono::Duration::microseconds(random.below(900_000_000) as i64)).min(population.now);
+        let amount = (random.below(10_000_000) as f64) / 100.0;
+        insert.execute(params![
+            amount,
+            django_timestamp(created, Tz::UTC),
+            django_timestamp(modified, Tz::UTC),
+            1 + random.below(population.n_apis as u64) as i64,
+            1 + random.below(STATUS_NAMES.len() as u64) as i64,
+        ])?;
+        if position % 65_536 == 0 {
+            progress.set_position(position as u64);
+        }
+    }
+    progress.finish_and_clear();
+    drop(insert);
+    transaction.commit()?;
+    Ok(())
+}
+
+/// A small, fast, reproducible generator (SplitMix64); sample data needs no more.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..bound`.
+    pub fn below(&mut self, bound: u64) -> u64 {
+        ((self.next_u64() as u128 * bound as u128) >> 64) as u64
+    }
+}

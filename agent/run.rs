@@ -1,0 +1,133 @@
+//! The agent's life: bind the scrape endpoint, drive the schedule, take a snapshot per tick off
+//! the async runtime, hand it to the outlets, and stop cleanly when told to.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::Utc;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::exposition::{Exposition, write_aggregate};
+use crate::snapshot::Snapshot;
+use crate::telemetry::AgentState;
+use crate::{schedule, scrape, source};
+
+/// How long the tasks under way get to finish after a shutdown signal.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Runs until `shutdown` resolves (SIGTERM or SIGINT in the binary), then stops cleanly.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let state = Arc::new(AgentState::new(Arc::new(config)));
+    let config = state.config.clone();
+    let stop = CancellationToken::new();
+    let tasks = TaskTracker::new();
+
+    if let Some(listen) = config.scrape_listen {
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding scrape.listen {listen} (is another process using it?)"))?;
+        info!(address = %listener.local_addr()?, "serving /metrics and /healthz");
+        let (state, stop) = (state.clone(), stop.clone());
+        tasks.spawn(async move {
+            if let Err(error) = scrape::serve(listener, state, stop).await {
+                warn!(%error, "scrape endpoint stopped");
+            }
+        });
+    }
+
+    let (tick_sender, mut tick_receiver) = mpsc::channel(1);
+    let mut schedule =
+        tokio::spawn(schedule::drive(config.schedule.clone(), config.run_on_start, tick_sender, stop.clone()));
+    info!(config = %config.path.display(), database = %config.source.database.display(), schedule = ?config.schedule, "agent started");
+
+    tokio::pin!(shutdown);
+    let outcome = loop {
+        tokio::select! {
+            () = &mut shutdown => break Ok(()),
+            ended = &mut schedule => break match ended {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(error),
+                Err(error) => Err(error).context("the schedule task failed"),
+            },
+            Some(()) = tick_receiver.recv() => {
+                tokio::select! {
+                    () = &mut shutdown => break Ok(()),
+                    _ = tick(&state) => {}
+                }
+            }
+        }
+    };
+
+    info!("shutting down");
+    stop.cancel();
+    tasks.close();
+    if tokio::time::timeout(SHUTDOWN_DEADLINE, tasks.wait()).await.is_err() {
+        warn!(deadline = ?SHUTDOWN_DEADLINE, "tasks still running at the shutdown deadline; leaving them");
+    }
+    if !schedule.is_finished() {
+        let _ = tokio::time::timeout(SHUTDOWN_DEADLINE, &mut schedule).await;
+    }
+    outcome
+}
+
+/// One tick: read the database off the runtime, record the result, log one line.
+/// A failure keeps the last good snapshot in place for the outlets.
+pub async fn tick(state: &AgentState) -> anyhow::Result<Arc<Snapshot>> {
+    let started = Instant::now();
+    let config = state.config.clone();
+    let now = Utc::now();
+    let result = tokio::task::spawn_blocking(move || source::take_snapshot(&config.source, config.metric.zero_fill, now))
+        .await
+        .context("the tick's database task failed")
+        .and_then(|result| result);
+    let duration = started.elapsed();
+    match result {
+        Ok(snapshot) => {
+            if snapshot.n_rows_bad_timestamp > 0 {
+                warn!(
+                    n_rows = snapshot.n_rows_bad_timestamp,
+                    "skipped rows whose time_modified is not a Django timestamp (YYYY-MM-DD HH:MM:SS[.ffffff])"
+                );
+            }
+            if snapshot.n_rows_orphaned > 0 {
+                warn!(n_rows = snapshot.n_rows_orphaned, "skipped rows whose api_id or status_id names no row");
+            }
+            info!(
+                n_series = snapshot.series.len(),
+                n_rows_in_window = snapshot.n_rows_in_window,
+                query_ms = snapshot.query_duration.as_millis() as u64,
+                "tick done"
+            );
+            let snapshot = Arc::new(snapshot);
+            state.record_success(snapshot.clone(), duration);
+            Ok(snapshot)
+        }
+        Err(error) => {
+            let message = format!("{error:#}");
+            warn!(error = %message, "tick failed; serving the last good snapshot");
+            state.record_failure(message, duration);
+            Err(error)
+        }
+    }
+}
+
+/// One tick now, for `once`: the snapshot, or why it could not be taken.
+pub async fn once(config: Config) -> anyhow::Result<(Arc<Config>, Arc<Snapshot>)> {
+    let state = AgentState::new(Arc::new(config));
+    let snapshot = tick(&state).await?;
+    Ok((state.config.clone(), snapshot))
+}
+
+/// The exposition text a push would carry: the aggregate family with the constant labels.
+pub fn render_aggregate(config: &Config, snapshot: &Snapshot) -> String {
+    let mut exposition = Exposition::new();
+    write_aggregate(&mut exposition, snapshot, &config.metric, &config.labels);
+    exposition.into_string()
+}
