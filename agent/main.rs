@@ -1,6 +1,7 @@
 //! The `apimetrics-agent` binary: parses the command line, sets up logging, loads the config and
 //! calls into the library. Exit codes: 0 success, 1 failure, 2 bad configuration or usage.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -57,6 +58,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )

@@ -5,13 +5,16 @@
 //! for the app's write lock no longer than `busy_timeout`, and lives only for one tick.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use anyhow::{Context, anyhow, bail};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
+use rusqlite::functions::{Aggregate, Context as FunctionContext, FunctionFlags};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
+use rustc_hash::FxHashMap;
 
 use crate::config::{SourceConfig, Tables};
 use crate::snapshot::{RawCounts, Snapshot};
@@ -106,10 +109,14 @@ fn quoted(identifier: &str) -> String {
     format!("\"{}\"", identifier.replace('"', "\"\""))
 }
 
-/// The query a tick streams: the window's rows by the cheapest access path, aggregated in Rust.
+/// The SQL function that counts the window's rows inside SQLite's own scan (see `WindowCounter`).
+const COUNT_FUNCTION: &str = "apimetrics_count_window";
+
+/// The query a tick runs: the window's rows by the cheapest access path, each handed to
+/// `WindowCounter` as SQLite reads it, so no row crosses back to Rust and nothing is sorted.
 pub fn window_query(tables: &Tables) -> String {
     format!(
-        "SELECT api_id, status_id, time_modified FROM {} WHERE time_modified >= ?1",
+        "SELECT {COUNT_FUNCTION}(api_id, status_id, time_modified) FROM {} WHERE time_modified >= ?1",
         quoted(&tables.transaction)
     )
 }
@@ -128,43 +135,126 @@ pub fn django_timestamp(instant: DateTime<Utc>, timezone: Tz) -> String {
 }
 
 /// Whether `text` is a timestamp as Django stores it: `YYYY-MM-DD HH:MM:SS` with an optional
-/// fraction of one to six digits.
+/// fraction of one to six digits. It runs once per row in the window, so the 19-byte prefix is
+/// checked eight bytes at a time.
 pub fn is_django_timestamp(text: &[u8]) -> bool {
-    const SHAPE: &[u8; 19] = b"0000-00-00 00:00:00";
     if text.len() < 19 || text.len() == 20 || text.len() > 26 {
         return false;
     }
-    let digits_in_place = SHAPE.iter().zip(text).all(|(&shape, &byte)| {
-        if shape == b'0' { byte.is_ascii_digit() } else { byte == shape }
-    });
-    digits_in_place && (text.len() == 19 || (text[19] == b'.' && text[20..].iter().all(u8::is_ascii_digit)))
+    let word = |start: usize| u64::from_le_bytes(text[start..start + 8].try_into().expect("eight bytes"));
+    // Bytes 0..8 "YYYY-MM-", 8..16 "DD HH:MM", 11..19 "HH:MM:SS": digits where the pattern has
+    // 0x80, the given separator elsewhere.
+    let prefix_ok = shaped_like(word(0), u64::from_le_bytes(*b"\x80\x80\x80\x80-\x80\x80-"))
+        && shaped_like(word(8), u64::from_le_bytes(*b"\x80\x80 \x80\x80:\x80\x80"))
+        && shaped_like(word(11), u64::from_le_bytes(*b"\x80\x80:\x80\x80:\x80\x80"));
+    prefix_ok && (text.len() == 19 || (text[19] == b'.' && text[20..].iter().all(u8::is_ascii_digit)))
+}
+
+/// Whether each byte of `word` is an ASCII digit where `pattern` has 0x80, and equals `pattern`'s
+/// byte elsewhere.
+fn shaped_like(word: u64, pattern: u64) -> bool {
+    const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+    let digit_positions = pattern & HIGH_BITS;
+    let digit_ones = digit_positions >> 7; // 0x01 in every digit position
+    let digit_mask = digit_ones * 0xff;
+    let separators_ok = (word & !digit_mask) == (pattern & !digit_mask);
+    // A byte b is a digit when x = b ^ 0x30 is below 10: neither x nor x + 0x76 has its high bit
+    // (and a carry out of a byte happens only when x already has it).
+    let x = (word ^ 0x3030_3030_3030_3030) & digit_mask;
+    let digits_ok = ((x.wrapping_add(digit_ones * 0x76) | x) & digit_positions) == 0;
+    separators_ok && digits_ok
 }
 
 /// Reads the API and status names and counts the window's transactions, in one read transaction.
 pub fn read_counts(connection: &Connection, tables: &Tables, window_start: &str) -> rusqlite::Result<RawCounts> {
+    let counted = register_counter(connection)?;
     let transaction = connection.unchecked_transaction()?;
-    let mut raw = RawCounts {
-        apis: read_names(connection, &tables.api)?,
-        statuses: read_names(connection, &tables.status)?,
-        ..RawCounts::default()
-    };
-    let mut statement = connection.prepare(&window_query(tables))?;
-    let mut rows = statement.query([window_start])?;
-    while let Some(row) = rows.next()? {
-        let timestamp_ok = matches!(row.get_ref(2)?, ValueRef::Text(text) if is_django_timestamp(text));
-        if !timestamp_ok {
-            raw.n_rows_bad_timestamp += 1;
-            continue;
+    let apis = read_names(connection, &tables.api)?;
+    let statuses = read_names(connection, &tables.status)?;
+    connection.query_row(&window_query(tables), [window_start], |_| Ok(()))?;
+    transaction.finish()?;
+    let counts = counted.lock().unwrap_or_else(PoisonError::into_inner).take().unwrap_or_default();
+    let n_rows_bad_timestamp = counts.n_rows_bad_timestamp;
+    Ok(RawCounts { apis, statuses, by_ids: counts.into_by_ids(), n_rows_bad_timestamp })
+}
+
+/// Makes `WindowCounter` callable on this connection; its result lands in the returned cell.
+fn register_counter(connection: &Connection) -> rusqlite::Result<Arc<Mutex<Option<WindowCounts>>>> {
+    let counted = Arc::new(Mutex::new(None));
+    connection.create_aggregate_function(
+        COUNT_FUNCTION,
+        3,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC | FunctionFlags::SQLITE_DIRECTONLY,
+        WindowCounter { counted: counted.clone() },
+    )?;
+    Ok(counted)
+}
+
+/// An aggregate SQL function over `(api_id, status_id, time_modified)`: counts rows by id pair,
+/// and rows whose timestamp is not Django's, inside SQLite's scan. Its result goes to `counted`.
+struct WindowCounter {
+    counted: Arc<Mutex<Option<WindowCounts>>>,
+}
+
+#[derive(Debug)]
+struct WindowCounts {
+    /// Counts for ids below `DENSE_IDS`, the usual case, at `api_id * DENSE_IDS + status_id`.
+    dense: Vec<u64>,
+    /// Counts for any other pair.
+    sparse: FxHashMap<(i64, i64), u64>,
+    n_rows_bad_timestamp: u64,
+}
+
+/// Ids below this are counted in a flat array (32 KiB) rather than a hash map.
+const DENSE_IDS: i64 = 64;
+
+impl Default for WindowCounts {
+    fn default() -> Self {
+        WindowCounts { dense: vec![0; (DENSE_IDS * DENSE_IDS) as usize], sparse: FxHashMap::default(), n_rows_bad_timestamp: 0 }
+    }
+}
+
+impl WindowCounts {
+    fn add(&mut self, api_id: i64, status_id: i64) {
+        if (0..DENSE_IDS).contains(&api_id) && (0..DENSE_IDS).contains(&status_id) {
+            self.dense[(api_id * DENSE_IDS + status_id) as usize] += 1;
+        } else {
+            *self.sparse.entry((api_id, status_id)).or_insert(0) += 1;
+        }
+    }
+
+    fn into_by_ids(self) -> FxHashMap<(i64, i64), u64> {
+        let mut by_ids = self.sparse;
+        for (position, &count) in self.dense.iter().enumerate().filter(|(_, count)| **count > 0) {
+            by_ids.insert((position as i64 / DENSE_IDS, position as i64 % DENSE_IDS), count);
+        }
+        by_ids
+    }
+}
+
+impl Aggregate<WindowCounts, i64> for WindowCounter {
+    fn init(&self, _: &mut FunctionContext<'_>) -> rusqlite::Result<WindowCounts> {
+        Ok(WindowCounts::default())
+    }
+
+    fn step(&self, row: &mut FunctionContext<'_>, counts: &mut WindowCounts) -> rusqlite::Result<()> {
+        if !matches!(row.get_raw(2), ValueRef::Text(text) if is_django_timestamp(text)) {
+            counts.n_rows_bad_timestamp += 1;
+            return Ok(());
         }
         // A non-integer id names no row, so the pair lands among the orphans.
-        let api_id = row.get_ref(0)?.as_i64().unwrap_or(i64::MIN);
-        let status_id = row.get_ref(1)?.as_i64().unwrap_or(i64::MIN);
-        *raw.by_ids.entry((api_id, status_id)).or_insert(0) += 1;
+        let api_id = row.get_raw(0).as_i64().unwrap_or(i64::MIN);
+        let status_id = row.get_raw(1).as_i64().unwrap_or(i64::MIN);
+        counts.add(api_id, status_id);
+        Ok(())
     }
-    drop(rows);
-    drop(statement);
-    transaction.finish()?;
-    Ok(raw)
+
+    fn finalize(&self, _: &mut FunctionContext<'_>, counts: Option<WindowCounts>) -> rusqlite::Result<i64> {
+        let counts = counts.unwrap_or_default();
+        let n_rows = counts.dense.iter().chain(counts.sparse.values()).sum::<u64>() + counts.n_rows_bad_timestamp;
+        *self.counted.lock().unwrap_or_else(PoisonError::into_inner) = Some(counts);
+        Ok(n_rows as i64)
+    }
 }
 
 fn read_names(connection: &Connection, table: &str) -> rusqlite::Result<Vec<(i64, String)>> {
@@ -205,6 +295,7 @@ pub struct QueryPlan {
 }
 
 pub fn explain(connection: &Connection, tables: &Tables) -> anyhow::Result<QueryPlan> {
+    register_counter(connection)?;
     let mut statement = connection.prepare(&format!("EXPLAIN QUERY PLAN {}", window_query(tables)))?;
     let steps = statement.query_map(["9999"], |row| row.get::<_, String>(3))?.collect::<Result<_, _>>()?;
     let mut time_indexes = Vec::new();
@@ -235,30 +326,25 @@ pub fn check(source: &SourceConfig) -> anyhow::Result<String> {
         })
         .with_context(|| format!("explaining the query on {}", source.database.display()))?;
     let mut report = format!(
-        "database {} opened read-only: {} transactions
-window query: {}
-plan:
-",
+        "database {} opened read-only: {} transactions\nwindow query: {}\nplan:\n",
         source.database.display(),
         plan.n_transactions,
         window_query(&source.tables)
     );
     for step in &plan.steps {
-        report.push_str(&format!("  {step}
-"));
+        report.push_str(&format!("  {step}\n"));
     }
     match plan.time_indexes.iter().find(|(_, covers)| *covers).or(plan.time_indexes.first()) {
         None => report.push_str(&format!(
-            "warning: no index on {}.time_modified: every tick reads the whole table;              add the index in schema/index.sql through a Django migration (see the README)
-",
+            "warning: no index on {}.time_modified: every tick reads the whole table; \
+             add the index in schema/index.sql through a Django migration (see the README)\n",
             source.tables.transaction
         )),
         Some((name, false)) => report.push_str(&format!(
-            "warning: index {name} leads with time_modified but lacks api_id and status_id, so every row in the              window is still visited; the index in schema/index.sql covers all three
-"
+            "warning: index {name} leads with time_modified but lacks api_id and status_id, so every row in the \
+             window is still visited; the index in schema/index.sql covers all three\n"
         )),
-        Some((name, true)) => report.push_str(&format!("index {name} covers the window query
-")),
+        Some((name, true)) => report.push_str(&format!("index {name} covers the window query\n")),
     }
     Ok(report)
 }
@@ -296,6 +382,26 @@ mod tests {
             "20x6-11-23 09:05:07",
         ] {
             assert!(!is_django_timestamp(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_word_at_a_time_check_agrees_with_the_plain_one_on_every_byte() {
+        fn plain(text: &[u8]) -> bool {
+            let shape = b"0000-00-00 00:00:00";
+            (text.len() == 19 || (21..=26).contains(&text.len()))
+                && shape.iter().zip(text).all(|(&s, &b)| if s == b'0' { b.is_ascii_digit() } else { b == s })
+                && (text.len() == 19 || (text[19] == b'.' && text[20..].iter().all(u8::is_ascii_digit)))
+        }
+        let base = b"2026-11-23 09:05:07.123456".to_vec();
+        for length in [19, 21, 26] {
+            for position in 0..length {
+                for byte in 0..=255u8 {
+                    let mut text = base[..length].to_vec();
+                    text[position] = byte;
+                    assert_eq!(is_django_timestamp(&text), plain(&text), "{:?}", String::from_utf8_lossy(&text));
+                }
+            }
         }
     }
 

@@ -1,0 +1,139 @@
+//! The aggregation benchmark: `cargo bench --bench aggregate`.
+//!
+//! Builds a Django-schema database of 10,000,000 transactions over 48 hours (about 5,000,000 in
+//! the 24-hour window), 20 APIs × 6 statuses, then times, in this one process and on the same
+//! warm file:
+//! - plain: the obvious JOIN + GROUP BY on names, run the usual way;
+//! - floor: SQLite merely reading the window's rows by the same access path as the agent;
+//! - agent: the agent's own read and aggregation (`source::read_counts` + `Snapshot::from_counts`);
+//!
+//! first without an index on time_modified, then with `schema/index.sql`, and reports the ratios.
+//! Last it runs the agent binary's `once` on the indexed file and reports its peak RSS.
+//! `BENCH_ROWS` sets another size; `BENCH_RUNS` the runs per measurement (the median is kept).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use apimetrics_agent::config::Tables;
+use apimetrics_agent::populate::{self, Population, WINDOW_INDEX};
+use apimetrics_agent::snapshot::Snapshot;
+use apimetrics_agent::source;
+use chrono::Utc;
+use rusqlite::{Connection, OpenFlags};
+
+const PLAIN_QUERY: &str = "SELECT a.name, s.name, count(*) FROM apiMetrics_transaction t \
+     JOIN apiMetrics_api a ON a.id = t.api_id JOIN apiMetrics_transactionstatus s ON s.id = t.status_id \
+     WHERE t.time_modified >= ?1 GROUP BY a.name, s.name";
+const FLOOR_QUERY: &str = "SELECT sum(api_id + status_id) FROM apiMetrics_transaction WHERE time_modified >= ?1";
+
+fn main() {
+    if let Some(command) = std::env::args().skip_while(|arg| arg != PEAK_RSS_FLAG).nth(1) {
+        return report_peak_rss_of(&command, std::env::args().skip_while(|arg| arg != PEAK_RSS_FLAG).skip(2));
+    }
+    let n_rows: u64 = std::env::var("BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000_000);
+    let n_runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let directory = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("a temporary directory");
+    let database = directory.path().join("bench.sqlite3");
+
+    let started = Instant::now();
+    let population = Population::new(n_rows, 20, 7);
+    populate::create(&database, &population, false, false).expect("building the database");
+    println!("built {n_rows} transactions (20 APIs x 6 statuses, 48 hours) in {:.1?}", started.elapsed());
+    let bound = source::django_timestamp(population.now - chrono::Duration::hours(24), chrono_tz::Tz::UTC);
+
+    let mut figures = Vec::new();
+    for indexed in [false, true] {
+        if indexed {
+            let started = Instant::now();
+            Connection::open(&database).unwrap().execute_batch(WINDOW_INDEX).unwrap();
+            println!("\ncreated the index in schema/index.sql in {:.1?}", started.elapsed());
+        }
+        let connection = read_only(&database);
+        let label = if indexed { "with schema/index.sql" } else { "without an index on time_modified" };
+        println!("\n{label}:");
+        let (plain, plain_count) = median(n_runs, || plain_count(&connection, &bound));
+        let (floor, _) = median(n_runs, || {
+            connection.query_row(FLOOR_QUERY, [&bound], |row| row.get::<_, i64>(0)).unwrap() as u64
+        });
+        let (agent, agent_count) = median(n_runs, || {
+            let raw = source::read_counts(&connection, &Tables::default(), &bound).unwrap();
+            Snapshot::from_counts(&raw, true, Utc::now(), Utc::now(), Duration::ZERO).n_rows_in_window
+        });
+        assert_eq!(plain_count, agent_count, "the agent must count exactly what the plain query counts");
+        println!("  rows in window      {agent_count}");
+        println!("  plain query         {:>8.3} s", plain.as_secs_f64());
+        println!("  floor (read only)   {:>8.3} s", floor.as_secs_f64());
+        println!("  agent               {:>8.3} s", agent.as_secs_f64());
+        let speedup = plain.as_secs_f64() / agent.as_secs_f64();
+        let over_floor = agent.as_secs_f64() / floor.as_secs_f64();
+        let goal = if indexed { 5.0 } else { 3.0 };
+        println!("  agent vs plain      {speedup:>8.2}x faster (goal >= {goal}x)");
+        println!("  agent vs floor      {over_floor:>8.2}x the floor (goal <= 1.5x)");
+        figures.push((speedup >= goal) && over_floor <= 1.5);
+    }
+
+    let rss = peak_rss_of_once(directory.path(), &database);
+    println!("\npeak RSS of `apimetrics-agent once` on this database: {:.1} MB (goal < 50 MB)", rss as f64 / 1e6);
+    let all_met = figures.iter().all(|met| *met) && rss < 50_000_000;
+    println!("goals {}", if all_met { "met" } else { "NOT met" });
+}
+
+fn read_only(path: &Path) -> Connection {
+    Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).expect("opening the database")
+}
+
+/// Runs the plain query and returns the transactions it counted.
+fn plain_count(connection: &Connection, bound: &str) -> u64 {
+    let mut statement = connection.prepare_cached(PLAIN_QUERY).unwrap();
+    let rows = statement.query_map([bound], |row| row.get::<_, i64>(2)).unwrap();
+    rows.map(|count| count.unwrap() as u64).sum()
+}
+
+/// The median time of `n_runs` runs after one warm-up, and the warm-up's result.
+fn median<T>(n_runs: usize, mut run: impl FnMut() -> T) -> (Duration, T) {
+    let result = run();
+    let mut times: Vec<Duration> = (0..n_runs)
+        .map(|_| {
+            let started = Instant::now();
+            std::hint::black_box(run());
+            started.elapsed()
+        })
+        .collect();
+    times.sort();
+    (times[times.len() / 2], result)
+}
+
+/// Makes this binary run the command after it and print the command's peak RSS in bytes.
+const PEAK_RSS_FLAG: &str = "--peak-rss-of";
+
+/// Runs the agent binary's `once --dry-run` on `database` and returns its peak resident memory in
+/// bytes. It goes through a fresh copy of this binary: a child spawned straight from this large
+/// process would be charged this process's own peak (Linux carries it over the spawn into the
+/// child's maximum RSS).
+fn peak_rss_of_once(directory: &Path, database: &Path) -> u64 {
+    let config = directory.join("bench.toml");
+    std::fs::write(
+        &config,
+        format!("[source]\ndatabase = {:?}\n[schedule]\ninterval = \"15s\"\n", database.display().to_string()),
+    )
+    .unwrap();
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args([PEAK_RSS_FLAG, env!("CARGO_BIN_EXE_apimetrics-agent"), "--config", config.to_str().unwrap(), "once", "--dry-run"])
+        .output()
+        .expect("running the agent");
+    assert!(output.status.success(), "once failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap().trim().parse().expect("a byte count")
+}
+
+fn report_peak_rss_of(command: &str, arguments: impl Iterator<Item = String>) {
+    let status = Command::new(command).args(arguments).stdout(std::process::Stdio::null()).status().unwrap();
+    assert!(status.success(), "{command} failed: {status}");
+    // SAFETY: getrusage only writes into the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    println!("{}", usage.ru_maxrss as u64 * 1024);
+}
