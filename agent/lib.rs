@@ -15,3 +15,4 @@ pub mod scrape;
 pub mod snapshot;
 pub mod source;
 pub mod telemetry;
+pub mod window_count;

@@ -5,19 +5,17 @@
 //! for the app's write lock no longer than `busy_timeout`, and lives only for one tick.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use anyhow::{Context, anyhow, bail};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use rusqlite::functions::{Aggregate, Context as FunctionContext, FunctionFlags};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
-use rustc_hash::FxHashMap;
 
 use crate::config::{SourceConfig, Tables};
 use crate::snapshot::{RawCounts, Snapshot};
+use crate::window_count;
 
 /// The columns the agent reads, by table; anything else in the tables is ignored.
 const REQUIRED_COLUMNS: [(&str, &[&str]); 3] =
@@ -109,14 +107,12 @@ fn quoted(identifier: &str) -> String {
     format!("\"{}\"", identifier.replace('"', "\"\""))
 }
 
-/// The SQL function that counts the window's rows inside SQLite's own scan (see `WindowCounter`).
-const COUNT_FUNCTION: &str = "apimetrics_count_window";
-
-/// The query a tick runs: the window's rows by the cheapest access path, each handed to
-/// `WindowCounter` as SQLite reads it, so no row crosses back to Rust and nothing is sorted.
+/// The query a tick runs: the window's rows by the cheapest access path, each counted by
+/// `window_count`'s function as SQLite reads it.
 pub fn window_query(tables: &Tables) -> String {
     format!(
-        "SELECT {COUNT_FUNCTION}(api_id, status_id, time_modified) FROM {} WHERE time_modified >= ?1",
+        "SELECT {}(api_id, status_id, time_modified) FROM {} WHERE time_modified >= ?1",
+        window_count::FUNCTION_NAME.to_str().expect("the name is ASCII"),
         quoted(&tables.transaction)
     )
 }
@@ -167,94 +163,13 @@ fn shaped_like(word: u64, pattern: u64) -> bool {
 
 /// Reads the API and status names and counts the window's transactions, in one read transaction.
 pub fn read_counts(connection: &Connection, tables: &Tables, window_start: &str) -> rusqlite::Result<RawCounts> {
-    let counted = register_counter(connection)?;
     let transaction = connection.unchecked_transaction()?;
     let apis = read_names(connection, &tables.api)?;
     let statuses = read_names(connection, &tables.status)?;
-    connection.query_row(&window_query(tables), [window_start], |_| Ok(()))?;
+    let counts = window_count::count_window(connection, &window_query(tables), window_start)?;
     transaction.finish()?;
-    let counts = counted.lock().unwrap_or_else(PoisonError::into_inner).take().unwrap_or_default();
     let n_rows_bad_timestamp = counts.n_rows_bad_timestamp;
     Ok(RawCounts { apis, statuses, by_ids: counts.into_by_ids(), n_rows_bad_timestamp })
-}
-
-/// Makes `WindowCounter` callable on this connection; its result lands in the returned cell.
-fn register_counter(connection: &Connection) -> rusqlite::Result<Arc<Mutex<Option<WindowCounts>>>> {
-    let counted = Arc::new(Mutex::new(None));
-    connection.create_aggregate_function(
-        COUNT_FUNCTION,
-        3,
-        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC | FunctionFlags::SQLITE_DIRECTONLY,
-        WindowCounter { counted: counted.clone() },
-    )?;
-    Ok(counted)
-}
-
-/// An aggregate SQL function over `(api_id, status_id, time_modified)`: counts rows by id pair,
-/// and rows whose timestamp is not Django's, inside SQLite's scan. Its result goes to `counted`.
-struct WindowCounter {
-    counted: Arc<Mutex<Option<WindowCounts>>>,
-}
-
-#[derive(Debug)]
-struct WindowCounts {
-    /// Counts for ids below `DENSE_IDS`, the usual case, at `api_id * DENSE_IDS + status_id`.
-    dense: Vec<u64>,
-    /// Counts for any other pair.
-    sparse: FxHashMap<(i64, i64), u64>,
-    n_rows_bad_timestamp: u64,
-}
-
-/// Ids below this are counted in a flat array (32 KiB) rather than a hash map.
-const DENSE_IDS: i64 = 64;
-
-impl Default for WindowCounts {
-    fn default() -> Self {
-        WindowCounts { dense: vec![0; (DENSE_IDS * DENSE_IDS) as usize], sparse: FxHashMap::default(), n_rows_bad_timestamp: 0 }
-    }
-}
-
-impl WindowCounts {
-    fn add(&mut self, api_id: i64, status_id: i64) {
-        if (0..DENSE_IDS).contains(&api_id) && (0..DENSE_IDS).contains(&status_id) {
-            self.dense[(api_id * DENSE_IDS + status_id) as usize] += 1;
-        } else {
-            *self.sparse.entry((api_id, status_id)).or_insert(0) += 1;
-        }
-    }
-
-    fn into_by_ids(self) -> FxHashMap<(i64, i64), u64> {
-        let mut by_ids = self.sparse;
-        for (position, &count) in self.dense.iter().enumerate().filter(|(_, count)| **count > 0) {
-            by_ids.insert((position as i64 / DENSE_IDS, position as i64 % DENSE_IDS), count);
-        }
-        by_ids
-    }
-}
-
-impl Aggregate<WindowCounts, i64> for WindowCounter {
-    fn init(&self, _: &mut FunctionContext<'_>) -> rusqlite::Result<WindowCounts> {
-        Ok(WindowCounts::default())
-    }
-
-    fn step(&self, row: &mut FunctionContext<'_>, counts: &mut WindowCounts) -> rusqlite::Result<()> {
-        if !matches!(row.get_raw(2), ValueRef::Text(text) if is_django_timestamp(text)) {
-            counts.n_rows_bad_timestamp += 1;
-            return Ok(());
-        }
-        // A non-integer id names no row, so the pair lands among the orphans.
-        let api_id = row.get_raw(0).as_i64().unwrap_or(i64::MIN);
-        let status_id = row.get_raw(1).as_i64().unwrap_or(i64::MIN);
-        counts.add(api_id, status_id);
-        Ok(())
-    }
-
-    fn finalize(&self, _: &mut FunctionContext<'_>, counts: Option<WindowCounts>) -> rusqlite::Result<i64> {
-        let counts = counts.unwrap_or_default();
-        let n_rows = counts.dense.iter().chain(counts.sparse.values()).sum::<u64>() + counts.n_rows_bad_timestamp;
-        *self.counted.lock().unwrap_or_else(PoisonError::into_inner) = Some(counts);
-        Ok(n_rows as i64)
-    }
 }
 
 fn read_names(connection: &Connection, table: &str) -> rusqlite::Result<Vec<(i64, String)>> {
@@ -295,9 +210,11 @@ pub struct QueryPlan {
 }
 
 pub fn explain(connection: &Connection, tables: &Tables) -> anyhow::Result<QueryPlan> {
-    register_counter(connection)?;
-    let mut statement = connection.prepare(&format!("EXPLAIN QUERY PLAN {}", window_query(tables)))?;
-    let steps = statement.query_map(["9999"], |row| row.get::<_, String>(3))?.collect::<Result<_, _>>()?;
+    let sql = format!("EXPLAIN QUERY PLAN {}", window_query(tables));
+    let (steps, _) = window_count::with_function(connection, || {
+        let mut statement = connection.prepare(&sql)?;
+        statement.query_map(["9999"], |row| row.get::<_, String>(3))?.collect::<Result<Vec<_>, _>>()
+    })?;
     let mut time_indexes = Vec::new();
     let mut list = connection.prepare("SELECT name FROM pragma_index_list(?1)")?;
     let index_names: Vec<String> =
