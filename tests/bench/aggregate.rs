@@ -52,6 +52,14 @@ fn main() {
         let connection = read_only(&database);
         let label = if indexed { "with schema/index.sql" } else { "without an index on time_modified" };
         println!("\n{label}:");
+        let plan: Vec<String> = connection
+            .prepare(&format!("EXPLAIN QUERY PLAN {PLAIN_QUERY}"))
+            .unwrap()
+            .query_map([&bound], |row| row.get(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        println!("  plain query's plan  {}", plan.join("; "));
         let (plain, plain_count) = median(n_runs, || plain_count(&connection, &bound));
         let (floor, _) = median(n_runs, || {
             connection.query_row(FLOOR_QUERY, [&bound], |row| row.get::<_, i64>(0)).unwrap() as u64

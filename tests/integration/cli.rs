@@ -1,0 +1,227 @@
+//! The command line: exit codes, what goes to stdout and stderr, and the messages on bad input.
+
+use crate::support::*;
+
+#[test]
+fn dry_run_prints_exactly_the_exposition_and_nothing_else_on_stdout() {
+    let site = Site::new();
+    let express = site.add_api("Mpesa Express");
+    let b2c = site.add_api("Mpesa B2C");
+    let pending = site.add_status("Pending");
+    let failed = site.add_status("Failed");
+    site.add_transactions(3, express, pending, &hours_ago(1.0));
+    site.add_transactions(2, express, pending, &hours_ago(23.5));
+    site.add_transactions(4, express, failed, &hours_ago(24.5));
+    site.add_transactions(1, b2c, failed, &hours_ago(47.0));
+    site.add_transactions(6, b2c, failed, &hours_ago(0.01));
+    let config = site.config("15s", "[labels]\nsite = \"nairobi-1\"\n");
+
+    let output = run_agent(&config, &["once", "--dry-run"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        stdout(&output),
+        "# HELP api_transactions API Transactions\n\
+         # TYPE api_transactions gauge\n\
+         api_transactions{api=\"Mpesa B2C\",status=\"Failed\",site=\"nairobi-1\"} 6\n\
+         api_transactions{api=\"Mpesa B2C\",status=\"Pending\",site=\"nairobi-1\"} 0\n\
+         api_transactions{api=\"Mpesa Express\",status=\"Failed\",site=\"nairobi-1\"} 0\n\
+         api_transactions{api=\"Mpesa Express\",status=\"Pending\",site=\"nairobi-1\"} 5\n"
+    );
+    assert!(stderr(&output).contains("tick done"), "{}", stderr(&output));
+}
+
+#[test]
+fn without_zero_fill_metric_name_and_help_come_from_the_config() {
+    let site = Site::new();
+    let express = site.add_api("Mpesa Express");
+    site.add_api("Mpesa B2C");
+    let pending = site.add_status("Pending");
+    site.add_status("Failed");
+    site.add_transactions(2, express, pending, &hours_ago(2.0));
+    let config = site.config("15s", "[metric]\nname = \"payments\"\nhelp = \"Payments by API\"\nzero_fill = false\n");
+    let output = run_agent(&config, &["once", "--dry-run"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        stdout(&output),
+        "# HELP payments Payments by API\n# TYPE payments gauge\npayments{api=\"Mpesa Express\",status=\"Pending\"} 2\n"
+    );
+}
+
+#[test]
+fn rows_with_unparsable_timestamps_are_skipped_counted_and_reported() {
+    let site = Site::new();
+    let api = site.add_api("Mpesa Express");
+    let status = site.add_status("Pending");
+    site.add_transactions(2, api, status, &hours_ago(1.0));
+    site.add_transactions(1, api, status, "garbage");
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    site.add_transactions(1, api, status, &format!("{today}T00:00:00"));
+    let config = site.config("15s", "");
+    let output = run_agent(&config, &["once", "--dry-run"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("api_transactions{api=\"Mpesa Express\",status=\"Pending\"} 2\n"));
+    let log = stderr(&output);
+    assert!(log.contains("skipped rows whose time_modified is not a Django timestamp"), "{log}");
+    assert!(log.contains("n_rows=2"), "{log}");
+}
+
+#[test]
+fn config_errors_exit_2_naming_key_and_line() {
+    let site = Site::new();
+    let config = site.write_config(
+        "bad.toml",
+        "[source]\ndatabase = \"app.sqlite3\"\n[schedule]\ninterval = \"15s\"\ncron = \"* * * * * *\"\n\
+         [labels]\nstatus = \"x\"\n",
+    );
+    let output = run_agent(&config, &["once"]);
+    assert_eq!(output.status.code(), Some(2));
+    let message = stderr(&output);
+    assert!(message.contains("bad.toml (2 problems)"), "{message}");
+    assert!(message.contains("line 5: schedule.cron: set exactly one of schedule.interval and schedule.cron"), "{message}");
+    assert!(message.contains("line 7: labels.status: collides with a label of the aggregate"), "{message}");
+
+    let unknown = site.write_config("unknown.toml", "[source]\ndatabase = \"app.sqlite3\"\ntable = \"x\"\n");
+    let output = run_agent(&unknown, &["check"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("line 3: unknown field `table`"), "{}", stderr(&output));
+
+    let output = run_agent(&site.directory.path().join("absent.toml"), &["run"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("absent.toml: cannot read it"), "{}", stderr(&output));
+}
+
+#[test]
+fn a_missing_database_exits_2_naming_the_key_and_path() {
+    let site = Site::new();
+    let config = site.write_config("config.toml", "[source]\ndatabase = \"gone.sqlite3\"\n[schedule]\ninterval = \"1s\"\n");
+    let output = run_agent(&config, &["once", "--dry-run"]);
+    assert_eq!(output.status.code(), Some(2));
+    let message = stderr(&output);
+    assert!(message.contains("line 2: source.database: no such file"), "{message}");
+    assert!(message.contains("gone.sqlite3"), "{message}");
+    assert_eq!(stdout(&output), "");
+}
+
+#[test]
+fn a_file_that_is_not_sqlite_or_lacks_the_tables_fails_with_what_is_wrong() {
+    let site = Site::new();
+    std::fs::write(site.directory.path().join("notes.sqlite3"), "these are not the tables you are looking for\n".repeat(100)).unwrap();
+    let config = site.write_config("config.toml", "[source]\ndatabase = \"notes.sqlite3\"\n[schedule]\ninterval = \"1s\"\n");
+    let output = run_agent(&config, &["once"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("notes.sqlite3 is not a SQLite database"), "{}", stderr(&output));
+
+    let empty = rusqlite::Connection::open(site.directory.path().join("other.sqlite3")).unwrap();
+    empty.execute_batch("CREATE TABLE apiMetrics_api (id integer PRIMARY KEY, name text)").unwrap();
+    drop(empty);
+    let config = site.write_config("config.toml", "[source]\ndatabase = \"other.sqlite3\"\n[schedule]\ninterval = \"1s\"\n");
+    let output = run_agent(&config, &["once"]);
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(message.contains("table \"apiMetrics_transactionstatus\" is missing"), "{message}");
+    assert!(message.contains("table \"apiMetrics_transaction\" is missing"), "{message}");
+    assert!(message.contains("schema/django.sql"), "{message}");
+}
+
+#[test]
+fn a_database_locked_past_the_busy_timeout_fails_the_tick_and_says_so() {
+    let site = Site::new();
+    let api = site.add_api("Mpesa Express");
+    let status = site.add_status("Pending");
+    site.add_transactions(1, api, status, &hours_ago(1.0));
+    let writer = site.connect();
+    writer.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let config = site.config("1s", "");
+    let config_text = std::fs::read_to_string(&config).unwrap().replace("[source]\n", "[source]\nbusy_timeout = \"300ms\"\n");
+    std::fs::write(&config, config_text).unwrap();
+    let output = run_agent(&config, &["once", "--dry-run"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("the database stayed locked by a writer for longer than source.busy_timeout (300ms)"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(stdout(&output), "");
+    writer.execute_batch("COMMIT").unwrap();
+}
+
+#[test]
+fn the_agent_never_writes_to_the_database() {
+    let site = Site::new();
+    let api = site.add_api("Mpesa Express");
+    let status = site.add_status("Pending");
+    site.add_transactions(5, api, status, &hours_ago(1.0));
+    let before = std::fs::read(site.database()).unwrap();
+    let modified = std::fs::metadata(site.database()).unwrap().modified().unwrap();
+    let config = site.config("1s", "");
+    for command in [&["once"][..], &["check"], &["once", "--dry-run"]] {
+        let output = run_agent(&config, command);
+        assert!(output.status.success(), "{command:?}: {}", stderr(&output));
+    }
+    assert_eq!(std::fs::read(site.database()).unwrap(), before);
+    assert_eq!(std::fs::metadata(site.database()).unwrap().modified().unwrap(), modified);
+    let leftovers: Vec<_> = std::fs::read_dir(site.directory.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.starts_with("app.sqlite3-"))
+        .collect();
+    assert!(leftovers.is_empty(), "the agent left {leftovers:?} beside the database");
+}
+
+#[test]
+fn check_shows_the_plan_and_warns_without_an_index_on_time_modified() {
+    let site = Site::new();
+    let config = site.config("1s", "");
+    let output = run_agent(&config, &["check"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report = stdout(&output);
+    assert!(report.contains("SCAN apiMetrics_transaction"), "{report}");
+    assert!(report.contains("warning: no index on apiMetrics_transaction.time_modified"), "{report}");
+
+    site.connect().execute_batch(include_str!("../../schema/index.sql")).unwrap();
+    let output = run_agent(&config, &["check"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report = stdout(&output);
+    assert!(report.contains("USING COVERING INDEX apimetrics_txn_window"), "{report}");
+    assert!(report.contains("index apimetrics_txn_window covers the window query"), "{report}");
+    assert!(!report.contains("warning"), "{report}");
+}
+
+#[test]
+fn populate_creates_a_django_database_and_refuses_to_overwrite_one() {
+    let site = Site::new();
+    let path = site.directory.path().join("sample.sqlite3");
+    let populate = |extra: &[&str]| {
+        let mut arguments = vec!["populate", path.to_str().unwrap(), "--rows", "5000", "--seed", "3"];
+        arguments.extend_from_slice(extra);
+        run_agent(&site.directory.path().join("unused.toml"), &arguments)
+    };
+    let output = populate(&[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let connection = rusqlite::Connection::open(&path).unwrap();
+    let count = |sql: &str| connection.query_row(sql, [], |row| row.get::<_, i64>(0)).unwrap();
+    assert_eq!(count("SELECT count(*) FROM apiMetrics_transaction"), 5000);
+    assert_eq!(count("SELECT count(*) FROM apiMetrics_api"), 4);
+    assert_eq!(count("SELECT count(*) FROM apiMetrics_transactionstatus"), 6);
+    let in_window = count(&format!("SELECT count(*) FROM apiMetrics_transaction WHERE time_modified >= '{}'", hours_ago(24.0)));
+    assert!((2000..3000).contains(&in_window), "about half the rows lie in the last 24 hours, not {in_window}");
+    let schema: Vec<String> = connection
+        .prepare("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY rowid")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for statement in &schema {
+        let created = statement.replacen("CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ", 1);
+        assert!(SCHEMA.contains(&created), "{created} is not in schema/django.sql");
+    }
+    drop(connection);
+
+    let output = populate(&[]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("refusing to touch"), "{}", stderr(&output));
+    assert!(stderr(&output).contains("--force"), "{}", stderr(&output));
+    let output = populate(&["--force"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+}

@@ -1,0 +1,126 @@
+//! `run`: the scrape endpoint as Prometheus sees it, ticks on an interval or a cron expression,
+//! the last good snapshot kept while ticks fail, and a clean exit on SIGTERM.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::support::*;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+#[test]
+fn metrics_follow_the_database_pass_promtool_and_sigterm_exits_0() {
+    let site = Site::new();
+    let tricky = site.add_api("Mpesa \"Express\" \\ v2\nbeta");
+    let slashed = site.add_api("Airtel/Money ✓ Kenya");
+    let pending = site.add_status("Pending");
+    site.add_status("Imeshindwa");
+    site.add_transactions(3, tricky, pending, &hours_ago(2.0));
+    let port = free_port();
+    let config = site.config("200ms", &format!("[labels]\nsite = \"nairobi/1\"\n[scrape]\nlisten = \"127.0.0.1:{port}\"\n"));
+    let agent = Running::start(&config, port);
+
+    let tricky_series = "api_transactions{api=\"Mpesa \\\"Express\\\" \\\\ v2\\nbeta\",status=\"Pending\",site=\"nairobi/1\"}";
+    let slashed_series = "api_transactions{api=\"Airtel/Money ✓ Kenya\",status=\"Pending\",site=\"nairobi/1\"}";
+    let metrics = wait_for("the first snapshot", DEADLINE, || {
+        let metrics = agent.metrics();
+        sample(&metrics, tricky_series).map(|_| metrics)
+    });
+    assert_eq!(sample(&metrics, tricky_series), Some(3.0));
+    assert_eq!(sample(&metrics, slashed_series), Some(0.0));
+    assert_eq!(sample(&metrics, "apimetrics_agent_rows_in_window"), Some(3.0));
+    assert!(sample(&metrics, "apimetrics_agent_ticks_total{result=\"success\"}").unwrap() >= 1.0);
+    assert_eq!(sample(&metrics, "apimetrics_agent_ticks_total{result=\"failure\"}"), Some(0.0));
+    assert_eq!(http_get(&agent.url("/healthz")), Some((200, "ok\n".to_owned())));
+
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; tests/run installs it)");
+    promtool.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    let findings = format!("{}{}", String::from_utf8_lossy(&checked.stdout), String::from_utf8_lossy(&checked.stderr));
+    assert!(checked.status.success() && findings.trim().is_empty(), "promtool found: {findings}\nin:\n{metrics}");
+
+    site.add_transactions(4, slashed, pending, &hours_ago(0.0));
+    wait_for("the new transactions on /metrics", DEADLINE, || (sample(&agent.metrics(), slashed_series) == Some(4.0)).then_some(()));
+
+    let (status, log) = agent.terminate();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("shutting down"), "{log}");
+}
+
+#[test]
+fn failing_ticks_keep_the_last_snapshot_and_recover() {
+    let site = Site::new();
+    let api = site.add_api("Mpesa B2C");
+    let status = site.add_status("Failed");
+    site.add_transactions(7, api, status, &hours_ago(3.0));
+    let port = free_port();
+    let config = site.config(
+        "100ms",
+        &format!("[scrape]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    let text = std::fs::read_to_string(&config).unwrap().replace("[source]\n", "[source]\nbusy_timeout = \"50ms\"\n");
+    std::fs::write(&config, text).unwrap();
+    let agent = Running::start(&config, port);
+    let series = "api_transactions{api=\"Mpesa B2C\",status=\"Failed\"}";
+    wait_for("the first snapshot", DEADLINE, || sample(&agent.metrics(), series));
+
+    let writer = site.connect();
+    writer.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let failing = wait_for("a failed tick", DEADLINE, || {
+        let metrics = agent.metrics();
+        (sample(&metrics, "apimetrics_agent_ticks_total{result=\"failure\"}")? >= 2.0).then_some(metrics)
+    });
+    assert_eq!(sample(&failing, series), Some(7.0), "the last good snapshot is still served");
+    let (code, body) = http_get(&agent.url("/healthz")).unwrap();
+    assert_eq!(code, 503);
+    assert!(body.contains("locked by a writer for longer than source.busy_timeout (50ms)"), "{body}");
+    wait_for("the snapshot's age to grow", DEADLINE, || {
+        (sample(&agent.metrics(), "apimetrics_agent_snapshot_age_seconds")? > 0.3).then_some(())
+    });
+    assert!(agent.log().contains("tick failed; serving the last good snapshot"));
+    writer.execute_batch("ROLLBACK").unwrap();
+
+    site.add_transactions(1, api, status, &hours_ago(0.5));
+    wait_for("recovery", DEADLINE, || (sample(&agent.metrics(), series) == Some(8.0)).then_some(()));
+    wait_for("healthy again", DEADLINE, || (http_get(&agent.url("/healthz"))?.0 == 200).then_some(()));
+}
+
+#[test]
+fn a_cron_schedule_ticks_without_a_tick_at_start() {
+    let site = Site::new();
+    let api = site.add_api("Mpesa Express");
+    let status = site.add_status("Pending");
+    site.add_transactions(1, api, status, &hours_ago(1.0));
+    let port = free_port();
+    let config = site.write_config(
+        "config.toml",
+        &format!(
+            "[source]\ndatabase = \"app.sqlite3\"\n[schedule]\ncron = \"* * * * * *\"\nrun_on_start = false\n\
+             [scrape]\nlisten = \"127.0.0.1:{port}\"\n"
+        ),
+    );
+    let agent = Running::start(&config, port);
+    wait_for("two cron ticks", DEADLINE, || {
+        (sample(&agent.metrics(), "apimetrics_agent_ticks_total{result=\"success\"}")? >= 2.0).then_some(())
+    });
+    let (status, log) = agent.terminate();
+    assert_eq!(status.code(), Some(0), "{log}");
+}
+
+#[test]
+fn a_taken_scrape_port_is_an_error_naming_the_key() {
+    let site = Site::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let config = site.config("1s", &format!("[scrape]\nlisten = \"127.0.0.1:{port}\"\n"));
+    let output = run_agent(&config, &["run"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains(&format!("binding scrape.listen 127.0.0.1:{port}")), "{}", stderr(&output));
+}

@@ -1,0 +1,194 @@
+//! Shared helpers: Django-schema databases in temporary folders, config files, the agent binary,
+//! free loopback ports and polling with a deadline.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use apimetrics_agent::source::django_timestamp;
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use rusqlite::{Connection, params};
+
+pub const SCHEMA: &str = include_str!("../../schema/django.sql");
+
+/// A temporary folder holding `app.sqlite3`, made from `schema/django.sql`, and configs beside it.
+pub struct Site {
+    pub directory: tempfile::TempDir,
+}
+
+impl Site {
+    pub fn new() -> Site {
+        let site = Site { directory: tempfile::tempdir().unwrap() };
+        site.connect().execute_batch(SCHEMA).unwrap();
+        site
+    }
+
+    pub fn database(&self) -> PathBuf {
+        self.directory.path().join("app.sqlite3")
+    }
+
+    /// A read-write connection, as the app has.
+    pub fn connect(&self) -> Connection {
+        let connection = Connection::open(self.database()).unwrap();
+        connection.busy_timeout(Duration::from_secs(5)).unwrap();
+        connection
+    }
+
+    pub fn add_api(&self, name: &str) -> i64 {
+        let connection = self.connect();
+        connection
+            .execute("INSERT INTO apiMetrics_api (name, description, params) VALUES (?1, '', '{}')", [name])
+            .unwrap();
+        connection.last_insert_rowid()
+    }
+
+    pub fn add_status(&self, name: &str) -> i64 {
+        let connection = self.connect();
+        connection.execute("INSERT INTO apiMetrics_transactionstatus (name, description) VALUES (?1, '')", [name]).unwrap();
+        connection.last_insert_rowid()
+    }
+
+    /// Adds `n` transactions of one API and status, last modified at the text `time_modified`.
+    pub fn add_transactions(&self, n: usize, api_id: i64, status_id: i64, time_modified: &str) {
+        let mut connection = self.connect();
+        let transaction = connection.transaction().unwrap();
+        for _ in 0..n {
+            transaction
+                .execute(
+                    "INSERT INTO apiMetrics_transaction (amount, time_created, time_modified, api_id, status_id) \
+                     VALUES (10.5, ?1, ?1, ?2, ?3)",
+                    params![time_modified, api_id, status_id],
+                )
+                .unwrap();
+        }
+        transaction.commit().unwrap();
+    }
+
+    /// Writes `name` beside the database; the config's paths resolve against this folder.
+    pub fn write_config(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.directory.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// A config reading `app.sqlite3` every `interval`, with `extra` TOML appended.
+    pub fn config(&self, interval: &str, extra: &str) -> PathBuf {
+        self.write_config(
+            "config.toml",
+            &format!("[source]\ndatabase = \"app.sqlite3\"\n[schedule]\ninterval = \"{interval}\"\n{extra}"),
+        )
+    }
+}
+
+/// `instant` as Django stores it in UTC.
+pub fn utc_text(instant: DateTime<Utc>) -> String {
+    django_timestamp(instant, Tz::UTC)
+}
+
+pub fn hours_ago(hours: f64) -> String {
+    utc_text(Utc::now() - chrono::Duration::milliseconds((hours * 3_600_000.0) as i64))
+}
+
+pub fn agent(config: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_apimetrics-agent"));
+    command.arg("--config").arg(config).env_remove("APIMETRICS_CONFIG").env("RUST_LOG", "info");
+    command
+}
+
+pub fn run_agent(config: &Path, arguments: &[&str]) -> Output {
+    agent(config).args(arguments).stdin(Stdio::null()).output().unwrap()
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).unwrap()
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `probe` until it returns `Some`, or panics after `deadline` saying what was awaited.
+pub fn wait_for<T>(what: &str, deadline: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(started.elapsed() < deadline, "gave up after {deadline:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The body of a GET, or `None` while the server is not answering.
+pub fn http_get(url: &str) -> Option<(u16, String)> {
+    let response = reqwest::blocking::Client::new().get(url).timeout(Duration::from_secs(5)).send().ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.text().ok()?))
+}
+
+/// The value of the sample written exactly as `series` (name and labels) in an exposition.
+pub fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// A running agent, killed when dropped if the test has not stopped it.
+pub struct Running {
+    pub child: Child,
+    pub port: u16,
+    log: PathBuf,
+}
+
+impl Running {
+    /// Starts `run` on `config`, whose scrape listener must be on `port`, and waits until it serves.
+    pub fn start(config: &Path, port: u16) -> Running {
+        let log = config.with_extension("log");
+        let child = agent(config)
+            .arg("run")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let running = Running { child, port, log };
+        wait_for("the scrape endpoint", Duration::from_secs(20), || http_get(&running.url("/healthz")));
+        running
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn metrics(&self) -> String {
+        let (status, body) = http_get(&self.url("/metrics")).expect("the agent answers /metrics");
+        assert_eq!(status, 200);
+        body
+    }
+
+    /// Everything the agent has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap()
+    }
+
+    /// Sends SIGTERM and returns the exit status and everything the agent logged.
+    pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        let status = wait_for("the agent to exit after SIGTERM", Duration::from_secs(15), || {
+            self.child.try_wait().unwrap()
+        });
+        (status, self.log())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
