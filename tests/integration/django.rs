@@ -1,1 +1,97 @@
+//! Against Django itself: a database made by `manage.py migrate` and the ORM (tests/django/),
+//! whose schema must be `schema/django.sql` and whose ORM counts `once --dry-run` must print.
 
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use crate::support::*;
+
+/// The interpreter with Django installed; tests/run sets it up.
+fn python() -> String {
+    std::env::var("APIMETRICS_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+}
+
+/// Reads an exposition's `name{api="…",status="…"} value` lines, undoing the format's escapes.
+fn parse_series(exposition: &str, name: &str) -> BTreeMap<(String, String), u64> {
+    let mut series = BTreeMap::new();
+    for line in exposition.lines().filter(|line| line.starts_with(&format!("{name}{{"))) {
+        let (labels_text, value) = line[name.len() + 1..].rsplit_once("} ").unwrap();
+        let mut labels = BTreeMap::new();
+        let mut rest = labels_text;
+        while !rest.is_empty() {
+            let (label, after) = rest.split_once("=\"").unwrap();
+            let mut value = String::new();
+            let mut characters = after.char_indices();
+            let end = loop {
+                match characters.next().unwrap() {
+                    (_, '\\') => match characters.next().unwrap().1 {
+                        'n' => value.push('\n'),
+                        other => value.push(other),
+                    },
+                    (index, '"') => break index,
+                    (_, other) => value.push(other),
+                }
+            };
+            labels.insert(label.trim_start_matches(',').to_owned(), value);
+            rest = &after[end + 1..];
+        }
+        series.insert((labels["api"].clone(), labels["status"].clone()), value.parse().unwrap());
+    }
+    series
+}
+
+#[test]
+fn dry_run_prints_exactly_what_django_counts_on_a_database_django_made() {
+    let directory = tempfile::tempdir().unwrap();
+    let database = directory.path().join("django.sqlite3");
+    let output = Command::new(python())
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/django/make_database.py"))
+        .arg(&database)
+        .output()
+        .expect("running python");
+    assert!(
+        output.status.success(),
+        "making the database with Django failed (tests/run installs Django and sets APIMETRICS_TEST_PYTHON): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let made: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+
+    for statement in made["schema"].as_array().unwrap() {
+        let statement = statement.as_str().unwrap().replacen("CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ", 1);
+        assert!(SCHEMA.contains(&format!("{statement};")), "Django made {statement}, which schema/django.sql lacks");
+    }
+    let django_counts: BTreeMap<(String, String), u64> = made["counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            ((row[0].as_str().unwrap().to_owned(), row[1].as_str().unwrap().to_owned()), row[2].as_u64().unwrap())
+        })
+        .collect();
+    assert!(django_counts.len() > 10 && django_counts.values().sum::<u64>() > 1000, "{django_counts:?}");
+
+    let config = directory.path().join("config.toml");
+    let configure = |zero_fill: bool| {
+        std::fs::write(
+            &config,
+            format!(
+                "[source]\ndatabase = \"django.sqlite3\"\n[schedule]\ninterval = \"15s\"\n[metric]\nzero_fill = {zero_fill}\n"
+            ),
+        )
+        .unwrap();
+    };
+    configure(false);
+    let output = run_agent(&config, &["once", "--dry-run"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(parse_series(&stdout(&output), "api_transactions"), django_counts);
+
+    configure(true);
+    let output = run_agent(&config, &["once", "--dry-run"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let filled = parse_series(&stdout(&output), "api_transactions");
+    // Four distinct API names (two rows share "Mpesa Express") × four distinct status names.
+    assert_eq!(filled.len(), 16);
+    for (pair, count) in &filled {
+        assert_eq!(*count, django_counts.get(pair).copied().unwrap_or(0), "{pair:?}");
+    }
+}
