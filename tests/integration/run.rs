@@ -124,3 +124,36 @@ fn a_taken_scrape_port_is_an_error_naming_the_key() {
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains(&format!("binding scrape.listen 127.0.0.1:{port}")), "{}", stderr(&output));
 }
+
+#[test]
+fn demo_creates_its_database_and_the_aggregate_moves() {
+    let directory = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
+    let config = directory.path().join("config.toml");
+    std::fs::write(
+        &config,
+        shipped
+            .replace("interval = \"15s\"", "interval = \"300ms\"")
+            .replace("listen = \"127.0.0.1:9184\"", &format!("listen = \"127.0.0.1:{port}\"")),
+    )
+    .unwrap();
+    // Without --config: the agent falls back to $APIMETRICS_CONFIG.
+    let log = directory.path().join("demo.log");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_apimetrics-agent"))
+        .arg("demo")
+        .env("APIMETRICS_CONFIG", &config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let demo = Running::adopt(child, port, log);
+    let rows = |metrics: &str| sample(metrics, "apimetrics_agent_rows_in_window");
+    let first = wait_for("the demo's first snapshot", Duration::from_secs(60), || rows(&demo.metrics()));
+    assert!(first > 5_000.0, "the demo database holds about 10,000 transactions in the window, not {first}");
+    wait_for("the aggregate to move as the demo writes", DEADLINE, || (rows(&demo.metrics())? > first).then_some(()));
+    assert!(directory.path().join("demo.sqlite3").is_file());
+    let (status, log) = demo.terminate();
+    assert_eq!(status.code(), Some(0), "{log}");
+}

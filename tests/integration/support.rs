@@ -155,8 +155,13 @@ impl Running {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
+        Running::adopt(child, port, log)
+    }
+
+    /// Takes charge of an agent started otherwise, logging to `log`, and waits until it serves.
+    pub fn adopt(child: Child, port: u16, log: PathBuf) -> Running {
         let running = Running { child, port, log };
-        wait_for("the scrape endpoint", Duration::from_secs(20), || http_get(&running.url("/healthz")));
+        wait_for("the scrape endpoint", Duration::from_secs(60), || http_get(&running.url("/healthz")));
         running
     }
 
