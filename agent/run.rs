@@ -59,7 +59,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             Some(()) = tick_receiver.recv() => {
                 tokio::select! {
                     () = &mut shutdown => break Ok(()),
-                    _ = tick(&state) => {}
+                    result = tick(&state) => if let Err(error) = result {
+                        warn!(error = %format!("{error:#}"), "tick failed; serving the last good snapshot");
+                    }
                 }
             }
         }
@@ -77,8 +79,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     outcome
 }
 
-/// One tick: read the database off the runtime, record the result, log one line.
-/// A failure keeps the last good snapshot in place for the outlets.
+/// One tick: read the database off the runtime and record the result. A failure keeps the last
+/// good snapshot in place for the outlets; the caller reports it.
 pub async fn tick(state: &AgentState) -> anyhow::Result<Arc<Snapshot>> {
     let started = Instant::now();
     let config = state.config.clone();
@@ -110,9 +112,7 @@ pub async fn tick(state: &AgentState) -> anyhow::Result<Arc<Snapshot>> {
             Ok(snapshot)
         }
         Err(error) => {
-            let message = format!("{error:#}");
-            warn!(error = %message, "tick failed; serving the last good snapshot");
-            state.record_failure(message, duration);
+            state.record_failure(format!("{error:#}"), duration);
             Err(error)
         }
     }
