@@ -64,6 +64,15 @@ pub enum Schedule {
     Cron(String),
 }
 
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Schedule::Interval(period) => write!(f, "every {}", humantime::format_duration(*period)),
+            Schedule::Cron(expression) => write!(f, "cron {expression:?} (UTC)"),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct MetricConfig {
     pub name: String,
@@ -99,19 +108,15 @@ impl std::error::Error for ConfigError {}
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
         path: path.to_owned(),
-        problems: vec![format!(
-            "cannot read it: {error} (pass --config PATH or set APIMETRICS_CONFIG)"
-        )],
+        problems: vec![format!("cannot read it: {error} (pass --config PATH or set APIMETRICS_CONFIG)")],
     })?;
     parse(path, &text)
 }
 
 /// Parses and validates configuration text; `path` names it in messages and anchors relative paths.
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-    let raw: RawConfig = toml::from_str(text).map_err(|error| ConfigError {
-        path: path.to_owned(),
-        problems: vec![describe_toml_error(text, &error)],
-    })?;
+    let raw: RawConfig = toml::from_str(text)
+        .map_err(|error| ConfigError { path: path.to_owned(), problems: vec![describe_toml_error(text, &error)] })?;
     validate(path, text, raw)
 }
 
@@ -307,8 +312,7 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
         }
     };
     let window = duration(&mut problems, raw.source.window.as_ref(), "source.window", "24h");
-    let busy_timeout =
-        duration(&mut problems, raw.source.busy_timeout.as_ref(), "source.busy_timeout", "5s");
+    let busy_timeout = duration(&mut problems, raw.source.busy_timeout.as_ref(), "source.busy_timeout", "5s");
     let timezone = match &raw.source.timezone {
         None => Tz::UTC,
         Some(zone) => zone.get_ref().parse::<Tz>().unwrap_or_else(|_| {
@@ -377,13 +381,21 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
     }
 
     let scrape_listen = raw.scrape.as_ref().and_then(|scrape| {
-        scrape.listen.get_ref().parse::<SocketAddr>().map_err(|_| {
-            problems.at(
-                &scrape.listen,
-                "scrape.listen",
-                format_args!("{:?} is not an address with a port, e.g. \"127.0.0.1:9184\"", scrape.listen.get_ref()),
-            );
-        }).ok()
+        scrape
+            .listen
+            .get_ref()
+            .parse::<SocketAddr>()
+            .map_err(|_| {
+                problems.at(
+                    &scrape.listen,
+                    "scrape.listen",
+                    format_args!(
+                        "{:?} is not an address with a port, e.g. \"127.0.0.1:9184\"",
+                        scrape.listen.get_ref()
+                    ),
+                );
+            })
+            .ok()
     });
 
     if !problems.found.is_empty() {
@@ -515,10 +527,13 @@ mod tests {
     #[test]
     fn bad_cron_is_an_error_and_good_cron_is_kept() {
         let dir = with_database();
-        let error =
-            parse_in(dir.path(), "[source]\ndatabase = \"app.sqlite3\"\n[schedule]\ncron = \"61 * * * *\"\n")
-                .unwrap_err();
-        assert!(error.problems[0].starts_with("line 4: schedule.cron: \"61 * * * *\" is not a cron expression"), "{:?}", error.problems);
+        let error = parse_in(dir.path(), "[source]\ndatabase = \"app.sqlite3\"\n[schedule]\ncron = \"61 * * * *\"\n")
+            .unwrap_err();
+        assert!(
+            error.problems[0].starts_with("line 4: schedule.cron: \"61 * * * *\" is not a cron expression"),
+            "{:?}",
+            error.problems
+        );
         let config =
             parse_in(dir.path(), "[source]\ndatabase = \"app.sqlite3\"\n[schedule]\ncron = \"*/5 * * * * *\"\n")
                 .unwrap();

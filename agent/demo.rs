@@ -44,14 +44,15 @@ pub async fn run(config_path: &Path, shutdown: impl Future<Output = ()>) -> anyh
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let (database, stop) = (database.clone(), stop.clone());
-        std::thread::spawn(move || write_like_the_app(&database, &stop))
+        std::thread::spawn(move || {
+            if let Err(error) = write_like_the_app(&database, &stop) {
+                warn!(error = %format!("{error:#}"), "the demo writer stopped; the aggregate will no longer move");
+            }
+        })
     };
     let outcome = crate::run::run(config, shutdown).await;
     stop.store(true, Ordering::Relaxed);
-    match writer.join() {
-        Ok(Err(error)) => warn!(error = %format!("{error:#}"), "the demo writer stopped"),
-        Ok(Ok(())) | Err(_) => {}
-    }
+    let _ = writer.join();
     outcome
 }
 

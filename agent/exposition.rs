@@ -104,7 +104,11 @@ mod tests {
             n_rows_orphaned: 0,
             query_duration: Duration::ZERO,
         };
-        let metric = MetricConfig { name: "api_transactions".into(), help: "API \\ Transactions\nby API".into(), zero_fill: true };
+        let metric = MetricConfig {
+            name: "api_transactions".into(),
+            help: "API \\ Transactions\nby API".into(),
+            zero_fill: true,
+        };
         let labels = BTreeMap::from([("site".to_owned(), "nairobi-1".to_owned())]);
         let mut exposition = Exposition::new();
         write_aggregate(&mut exposition, &snapshot, &metric, &labels);

@@ -118,7 +118,8 @@ fn fill(connection: &Connection, population: &Population, show_progress: bool) -
     for position in 0..population.n_transactions as i64 {
         // Created evenly over the span, in id order as the app creates them; modified up to 15
         // minutes later, never after `now`.
-        let created = start + chrono::Duration::microseconds(span_micros * position / n + random.below(1_000_000) as i64);
+        let created =
+            start + chrono::Duration::microseconds(span_micros * position / n + random.below(1_000_000) as i64);
         let modified = (created + chrono::Duration::microseconds(random.below(900_000_000) as i64)).min(population.now);
         let amount = (random.below(10_000_000) as f64) / 100.0;
         insert.execute(params![

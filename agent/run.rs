@@ -45,7 +45,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let (tick_sender, mut tick_receiver) = mpsc::channel(1);
     let mut schedule =
         tokio::spawn(schedule::drive(config.schedule.clone(), config.run_on_start, tick_sender, stop.clone()));
-    info!(config = %config.path.display(), database = %config.source.database.display(), schedule = ?config.schedule, "agent started");
+    info!(config = %config.path.display(), database = %config.source.database.display(), schedule = %config.schedule, "agent started");
 
     tokio::pin!(shutdown);
     let outcome = loop {
@@ -85,10 +85,11 @@ pub async fn tick(state: &AgentState) -> anyhow::Result<Arc<Snapshot>> {
     let started = Instant::now();
     let config = state.config.clone();
     let now = Utc::now();
-    let result = tokio::task::spawn_blocking(move || source::take_snapshot(&config.source, config.metric.zero_fill, now))
-        .await
-        .context("the tick's database task failed")
-        .and_then(|result| result);
+    let result =
+        tokio::task::spawn_blocking(move || source::take_snapshot(&config.source, config.metric.zero_fill, now))
+            .await
+            .context("the tick's database task failed")
+            .and_then(|result| result);
     let duration = started.elapsed();
     match result {
         Ok(snapshot) => {

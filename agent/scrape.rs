@@ -18,10 +18,7 @@ use crate::telemetry::{AgentState, Health};
 
 /// Serves until `shutdown` is cancelled, then finishes the requests under way.
 pub async fn serve(listener: TcpListener, state: Arc<AgentState>, shutdown: CancellationToken) -> std::io::Result<()> {
-    let router = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .with_state(state);
+    let router = Router::new().route("/metrics", get(metrics)).route("/healthz", get(healthz)).with_state(state);
     axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
 

@@ -58,8 +58,7 @@ impl Snapshot {
         query_duration: Duration,
     ) -> Snapshot {
         let api_names: FxHashMap<i64, &str> = raw.apis.iter().map(|(id, name)| (*id, name.as_str())).collect();
-        let status_names: FxHashMap<i64, &str> =
-            raw.statuses.iter().map(|(id, name)| (*id, name.as_str())).collect();
+        let status_names: FxHashMap<i64, &str> = raw.statuses.iter().map(|(id, name)| (*id, name.as_str())).collect();
 
         let mut by_names: BTreeMap<(&str, &str), u64> = BTreeMap::new();
         if zero_fill {

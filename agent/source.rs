@@ -34,7 +34,9 @@ pub fn open(source: &SourceConfig) -> anyhow::Result<Connection> {
         .map_err(|error| describe(error, source))
         .with_context(|| format!("opening {} (source.database)", path.display()))?;
     check_tables(&connection, &source.tables)
-        .map_err(|error| error.downcast::<rusqlite::Error>().map(|error| describe(error, source)).unwrap_or_else(|error| error))
+        .map_err(|error| {
+            error.downcast::<rusqlite::Error>().map(|error| describe(error, source)).unwrap_or_else(|error| error)
+        })
         .with_context(|| format!("checking {} (source.database)", path.display()))?;
     Ok(connection)
 }
@@ -63,7 +65,10 @@ fn describe(error: rusqlite::Error, source: &SourceConfig) -> anyhow::Error {
             humantime::format_duration(source.busy_timeout)
         ),
         Some(ErrorCode::CannotOpen) => {
-            anyhow!("cannot open {}: {error} (does the file exist and may this user read it?)", source.database.display())
+            anyhow!(
+                "cannot open {}: {error} (does the file exist and may this user read it?)",
+                source.database.display()
+            )
         }
         _ => anyhow::Error::new(error),
     }
@@ -79,7 +84,8 @@ fn check_tables(connection: &Connection, tables: &Tables) -> anyhow::Result<()> 
             problems.push(format!("table {table:?} is missing"));
             continue;
         }
-        let missing: Vec<&str> = columns.iter().copied().filter(|column| !present.iter().any(|p| p == column)).collect();
+        let missing: Vec<&str> =
+            columns.iter().copied().filter(|column| !present.iter().any(|p| p == column)).collect();
         if !missing.is_empty() {
             problems.push(format!("table {table:?} lacks column(s) {}", missing.join(", ")));
         }
@@ -265,7 +271,6 @@ pub fn check(source: &SourceConfig) -> anyhow::Result<String> {
     }
     Ok(report)
 }
-
 
 #[cfg(test)]
 mod tests {

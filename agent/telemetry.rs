@@ -121,7 +121,11 @@ impl AgentState {
                 "Rows in the window left out of the served aggregate, by reason.",
                 "gauge",
             );
-            exposition.sample("apimetrics_agent_rows_skipped", &[("reason", "bad_timestamp")], snapshot.n_rows_bad_timestamp);
+            exposition.sample(
+                "apimetrics_agent_rows_skipped",
+                &[("reason", "bad_timestamp")],
+                snapshot.n_rows_bad_timestamp,
+            );
             exposition.sample("apimetrics_agent_rows_skipped", &[("reason", "orphaned")], snapshot.n_rows_orphaned);
         }
         exposition.family("apimetrics_agent_build_info", "The agent's version; always 1.", "gauge");

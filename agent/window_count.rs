@@ -73,10 +73,8 @@ pub fn with_function<T>(
 ) -> rusqlite::Result<(T, WindowCounts)> {
     let counts = Box::into_raw(Box::<WindowCounts>::default());
     let outcome = register(connection, Some(counts)).and_then(|()| work());
-    if let Err(error) = register(connection, None) {
-        // The function could still reach `counts`: leaking it is the only safe choice left.
-        return Err(error);
-    }
+    // On failure the function could still reach `counts`: leaking it is the only safe choice.
+    register(connection, None)?;
     // SAFETY: no function holds the pointer any more, so this is again its only owner.
     let counts = unsafe { Box::from_raw(counts) };
     outcome.map(|result| (result, *counts))

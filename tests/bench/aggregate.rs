@@ -61,9 +61,8 @@ fn main() {
             .collect();
         println!("  plain query's plan  {}", plan.join("; "));
         let (plain, plain_count) = median(n_runs, || plain_count(&connection, &bound));
-        let (floor, _) = median(n_runs, || {
-            connection.query_row(FLOOR_QUERY, [&bound], |row| row.get::<_, i64>(0)).unwrap() as u64
-        });
+        let (floor, _) =
+            median(n_runs, || connection.query_row(FLOOR_QUERY, [&bound], |row| row.get::<_, i64>(0)).unwrap() as u64);
         let (agent, agent_count) = median(n_runs, || {
             let raw = source::read_counts(&connection, &Tables::default(), &bound).unwrap();
             Snapshot::from_counts(&raw, true, Utc::now(), Utc::now(), Duration::ZERO).n_rows_in_window
@@ -127,7 +126,14 @@ fn peak_rss_of_once(directory: &Path, database: &Path) -> u64 {
     )
     .unwrap();
     let output = Command::new(std::env::current_exe().unwrap())
-        .args([PEAK_RSS_FLAG, env!("CARGO_BIN_EXE_apimetrics-agent"), "--config", config.to_str().unwrap(), "once", "--dry-run"])
+        .args([
+            PEAK_RSS_FLAG,
+            env!("CARGO_BIN_EXE_apimetrics-agent"),
+            "--config",
+            config.to_str().unwrap(),
+            "once",
+            "--dry-run",
+        ])
         .output()
         .expect("running the agent");
     assert!(output.status.success(), "once failed: {}", String::from_utf8_lossy(&output.stderr));

@@ -77,7 +77,10 @@ fn config_errors_exit_2_naming_key_and_line() {
     assert_eq!(output.status.code(), Some(2));
     let message = stderr(&output);
     assert!(message.contains("bad.toml (2 problems)"), "{message}");
-    assert!(message.contains("line 5: schedule.cron: set exactly one of schedule.interval and schedule.cron"), "{message}");
+    assert!(
+        message.contains("line 5: schedule.cron: set exactly one of schedule.interval and schedule.cron"),
+        "{message}"
+    );
     assert!(message.contains("line 7: labels.status: collides with a label of the aggregate"), "{message}");
 
     let unknown = site.write_config("unknown.toml", "[source]\ndatabase = \"app.sqlite3\"\ntable = \"x\"\n");
@@ -93,7 +96,8 @@ fn config_errors_exit_2_naming_key_and_line() {
 #[test]
 fn a_missing_database_exits_2_naming_the_key_and_path() {
     let site = Site::new();
-    let config = site.write_config("config.toml", "[source]\ndatabase = \"gone.sqlite3\"\n[schedule]\ninterval = \"1s\"\n");
+    let config =
+        site.write_config("config.toml", "[source]\ndatabase = \"gone.sqlite3\"\n[schedule]\ninterval = \"1s\"\n");
     let output = run_agent(&config, &["once", "--dry-run"]);
     assert_eq!(output.status.code(), Some(2));
     let message = stderr(&output);
@@ -105,8 +109,13 @@ fn a_missing_database_exits_2_naming_the_key_and_path() {
 #[test]
 fn a_file_that_is_not_sqlite_or_lacks_the_tables_fails_with_what_is_wrong() {
     let site = Site::new();
-    std::fs::write(site.directory.path().join("notes.sqlite3"), "these are not the tables you are looking for\n".repeat(100)).unwrap();
-    let config = site.write_config("config.toml", "[source]\ndatabase = \"notes.sqlite3\"\n[schedule]\ninterval = \"1s\"\n");
+    std::fs::write(
+        site.directory.path().join("notes.sqlite3"),
+        "these are not the tables you are looking for\n".repeat(100),
+    )
+    .unwrap();
+    let config =
+        site.write_config("config.toml", "[source]\ndatabase = \"notes.sqlite3\"\n[schedule]\ninterval = \"1s\"\n");
     let output = run_agent(&config, &["once"]);
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains("notes.sqlite3 is not a SQLite database"), "{}", stderr(&output));
@@ -114,7 +123,8 @@ fn a_file_that_is_not_sqlite_or_lacks_the_tables_fails_with_what_is_wrong() {
     let empty = rusqlite::Connection::open(site.directory.path().join("other.sqlite3")).unwrap();
     empty.execute_batch("CREATE TABLE apiMetrics_api (id integer PRIMARY KEY, name text)").unwrap();
     drop(empty);
-    let config = site.write_config("config.toml", "[source]\ndatabase = \"other.sqlite3\"\n[schedule]\ninterval = \"1s\"\n");
+    let config =
+        site.write_config("config.toml", "[source]\ndatabase = \"other.sqlite3\"\n[schedule]\ninterval = \"1s\"\n");
     let output = run_agent(&config, &["once"]);
     assert_eq!(output.status.code(), Some(1));
     let message = stderr(&output);
@@ -132,7 +142,8 @@ fn a_database_locked_past_the_busy_timeout_fails_the_tick_and_says_so() {
     let writer = site.connect();
     writer.execute_batch("BEGIN EXCLUSIVE").unwrap();
     let config = site.config("1s", "");
-    let config_text = std::fs::read_to_string(&config).unwrap().replace("[source]\n", "[source]\nbusy_timeout = \"300ms\"\n");
+    let config_text =
+        std::fs::read_to_string(&config).unwrap().replace("[source]\n", "[source]\nbusy_timeout = \"300ms\"\n");
     std::fs::write(&config, config_text).unwrap();
     let output = run_agent(&config, &["once", "--dry-run"]);
     assert_eq!(output.status.code(), Some(1));
@@ -203,7 +214,8 @@ fn populate_creates_a_django_database_and_refuses_to_overwrite_one() {
     assert_eq!(count("SELECT count(*) FROM apiMetrics_transaction"), 5000);
     assert_eq!(count("SELECT count(*) FROM apiMetrics_api"), 4);
     assert_eq!(count("SELECT count(*) FROM apiMetrics_transactionstatus"), 6);
-    let in_window = count(&format!("SELECT count(*) FROM apiMetrics_transaction WHERE time_modified >= '{}'", hours_ago(24.0)));
+    let in_window =
+        count(&format!("SELECT count(*) FROM apiMetrics_transaction WHERE time_modified >= '{}'", hours_ago(24.0)));
     assert!((2000..3000).contains(&in_window), "about half the rows lie in the last 24 hours, not {in_window}");
     let schema: Vec<String> = connection
         .prepare("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY rowid")

@@ -18,10 +18,12 @@ fn metrics_follow_the_database_pass_promtool_and_sigterm_exits_0() {
     site.add_status("Imeshindwa");
     site.add_transactions(3, tricky, pending, &hours_ago(2.0));
     let port = free_port();
-    let config = site.config("200ms", &format!("[labels]\nsite = \"nairobi/1\"\n[scrape]\nlisten = \"127.0.0.1:{port}\"\n"));
+    let config =
+        site.config("200ms", &format!("[labels]\nsite = \"nairobi/1\"\n[scrape]\nlisten = \"127.0.0.1:{port}\"\n"));
     let agent = Running::start(&config, port);
 
-    let tricky_series = "api_transactions{api=\"Mpesa \\\"Express\\\" \\\\ v2\\nbeta\",status=\"Pending\",site=\"nairobi/1\"}";
+    let tricky_series =
+        "api_transactions{api=\"Mpesa \\\"Express\\\" \\\\ v2\\nbeta\",status=\"Pending\",site=\"nairobi/1\"}";
     let slashed_series = "api_transactions{api=\"Airtel/Money ✓ Kenya\",status=\"Pending\",site=\"nairobi/1\"}";
     let metrics = wait_for("the first snapshot", DEADLINE, || {
         let metrics = agent.metrics();
@@ -47,7 +49,9 @@ fn metrics_follow_the_database_pass_promtool_and_sigterm_exits_0() {
     assert!(checked.status.success() && findings.trim().is_empty(), "promtool found: {findings}\nin:\n{metrics}");
 
     site.add_transactions(4, slashed, pending, &hours_ago(0.0));
-    wait_for("the new transactions on /metrics", DEADLINE, || (sample(&agent.metrics(), slashed_series) == Some(4.0)).then_some(()));
+    wait_for("the new transactions on /metrics", DEADLINE, || {
+        (sample(&agent.metrics(), slashed_series) == Some(4.0)).then_some(())
+    });
 
     let (status, log) = agent.terminate();
     assert_eq!(status.code(), Some(0), "{log}");
@@ -61,10 +65,7 @@ fn failing_ticks_keep_the_last_snapshot_and_recover() {
     let status = site.add_status("Failed");
     site.add_transactions(7, api, status, &hours_ago(3.0));
     let port = free_port();
-    let config = site.config(
-        "100ms",
-        &format!("[scrape]\nlisten = \"127.0.0.1:{port}\"\n"),
-    );
+    let config = site.config("100ms", &format!("[scrape]\nlisten = \"127.0.0.1:{port}\"\n"));
     let text = std::fs::read_to_string(&config).unwrap().replace("[source]\n", "[source]\nbusy_timeout = \"50ms\"\n");
     std::fs::write(&config, text).unwrap();
     let agent = Running::start(&config, port);

@@ -62,7 +62,12 @@ fn naive_timestamps_are_read_in_the_configured_zone() {
     let now = Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap();
     // Django with USE_TZ = False and TIME_ZONE = "Africa/Nairobi" (UTC+3) stores local time.
     // 23 hours ago in Nairobi: inside the window.
-    site.add_transactions(2, api, recent, &django_timestamp(now - chrono::Duration::hours(23), chrono_tz::Africa::Nairobi));
+    site.add_transactions(
+        2,
+        api,
+        recent,
+        &django_timestamp(now - chrono::Duration::hours(23), chrono_tz::Africa::Nairobi),
+    );
     // 22 hours ago written as UTC text: read as Nairobi time it is 25 hours ago, outside.
     site.add_transactions(5, api, old, &django_timestamp(now - chrono::Duration::hours(22), Tz::UTC));
     assert_eq!(counts(&site, chrono_tz::Africa::Nairobi, now), [("Mpesa Express".into(), "Recent".into(), 2)]);

@@ -46,7 +46,9 @@ impl Site {
 
     pub fn add_status(&self, name: &str) -> i64 {
         let connection = self.connect();
-        connection.execute("INSERT INTO apiMetrics_transactionstatus (name, description) VALUES (?1, '')", [name]).unwrap();
+        connection
+            .execute("INSERT INTO apiMetrics_transactionstatus (name, description) VALUES (?1, '')", [name])
+            .unwrap();
         connection.last_insert_rowid()
     }
 
@@ -184,9 +186,8 @@ impl Running {
     pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
         let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
         assert!(status.success());
-        let status = wait_for("the agent to exit after SIGTERM", Duration::from_secs(15), || {
-            self.child.try_wait().unwrap()
-        });
+        let status =
+            wait_for("the agent to exit after SIGTERM", Duration::from_secs(15), || self.child.try_wait().unwrap());
         (status, self.log())
     }
 }
