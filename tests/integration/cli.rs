@@ -141,10 +141,7 @@ fn a_database_locked_past_the_busy_timeout_fails_the_tick_and_says_so() {
     site.add_transactions(1, api, status, &hours_ago(1.0));
     let writer = site.connect();
     writer.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    let config = site.config("1s", "");
-    let config_text =
-        std::fs::read_to_string(&config).unwrap().replace("[source]\n", "[source]\nbusy_timeout = \"300ms\"\n");
-    std::fs::write(&config, config_text).unwrap();
+    let config = site.config_with_source("busy_timeout = \"300ms\"\n", "1s", "");
     let output = run_agent(&config, &["once", "--dry-run"]);
     assert_eq!(output.status.code(), Some(1));
     assert!(

@@ -65,9 +65,11 @@ fn failing_ticks_keep_the_last_snapshot_and_recover() {
     let status = site.add_status("Failed");
     site.add_transactions(7, api, status, &hours_ago(3.0));
     let port = free_port();
-    let config = site.config("100ms", &format!("[scrape]\nlisten = \"127.0.0.1:{port}\"\n"));
-    let text = std::fs::read_to_string(&config).unwrap().replace("[source]\n", "[source]\nbusy_timeout = \"50ms\"\n");
-    std::fs::write(&config, text).unwrap();
+    let config = site.config_with_source(
+        "busy_timeout = \"50ms\"\n",
+        "100ms",
+        &format!("[scrape]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
     let agent = Running::start(&config, port);
     let series = "api_transactions{api=\"Mpesa B2C\",status=\"Failed\"}";
     wait_for("the first snapshot", DEADLINE, || sample(&agent.metrics(), series));

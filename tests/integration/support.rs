@@ -77,9 +77,16 @@ impl Site {
 
     /// A config reading `app.sqlite3` every `interval`, with `extra` TOML appended.
     pub fn config(&self, interval: &str, extra: &str) -> PathBuf {
+        self.config_with_source("", interval, extra)
+    }
+
+    /// Like `config`, with `source_keys` added to its `[source]` table.
+    pub fn config_with_source(&self, source_keys: &str, interval: &str, extra: &str) -> PathBuf {
         self.write_config(
             "config.toml",
-            &format!("[source]\ndatabase = \"app.sqlite3\"\n[schedule]\ninterval = \"{interval}\"\n{extra}"),
+            &format!(
+                "[source]\ndatabase = \"app.sqlite3\"\n{source_keys}[schedule]\ninterval = \"{interval}\"\n{extra}"
+            ),
         )
     }
 }
