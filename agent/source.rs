@@ -58,6 +58,19 @@ fn read_only_uri(path: &Path) -> String {
 
 /// Turns SQLite's terse codes into what an operator can act on.
 fn describe(error: rusqlite::Error, source: &SourceConfig) -> anyhow::Error {
+    let extended_code = match &error {
+        rusqlite::Error::SqliteFailure(failure, _) => failure.extended_code,
+        _ => 0,
+    };
+    if [rusqlite::ffi::SQLITE_READONLY_CANTINIT, rusqlite::ffi::SQLITE_READONLY_DIRECTORY].contains(&extended_code) {
+        return anyhow!(
+            "{} is in WAL mode and its shared-memory file ({}-shm) is missing, and this user may not create it: \
+             run the agent as the app's user or group, with the database's directory writable to it \
+             (no app connection was open; the next one creates the file)",
+            source.database.display(),
+            source.database.display()
+        );
+    }
     match error.sqlite_error_code() {
         Some(ErrorCode::NotADatabase) => anyhow!("{} is not a SQLite database", source.database.display()),
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => anyhow!(

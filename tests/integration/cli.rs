@@ -234,3 +234,29 @@ fn populate_creates_a_django_database_and_refuses_to_overwrite_one() {
     let output = populate(&["--force"]);
     assert!(output.status.success(), "{}", stderr(&output));
 }
+
+#[test]
+fn a_wal_database_whose_shm_file_the_agent_may_not_create_gets_a_message_saying_so() {
+    use std::os::unix::fs::PermissionsExt;
+    let site = Site::new();
+    let api = site.add_api("Mpesa Express");
+    let status = site.add_status("Pending");
+    site.add_transactions(1, api, status, &hours_ago(1.0));
+    site.connect().pragma_update(None, "journal_mode", "wal").unwrap();
+    let config = site.config("1s", "");
+    // Readable but not writable for "nobody", like a hardened service user's view of the app.
+    for path in [site.directory.path(), &site.database(), &config] {
+        let mode = if path.is_dir() { 0o755 } else { 0o644 };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let output = std::process::Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", env!("CARGO_BIN_EXE_apimetrics-agent")])
+        .arg("--config")
+        .arg(&config)
+        .arg("once")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(stderr(&output).contains("is in WAL mode and its shared-memory file"), "{}", stderr(&output));
+    assert!(!site.directory.path().join("app.sqlite3-shm").exists());
+}
