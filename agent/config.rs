@@ -11,6 +11,8 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::pushgateway::{self, PushgatewayConfig, RawPushgateway};
+
 /// The label names the aggregate itself uses; constant labels may not reuse them.
 pub const AGGREGATE_LABELS: [&str; 2] = ["api", "status"];
 
@@ -28,6 +30,7 @@ pub struct Config {
     pub labels: BTreeMap<String, String>,
     /// Where to serve `/metrics` and `/healthz`; `None` for no local endpoint.
     pub scrape_listen: Option<SocketAddr>,
+    pub pushgateways: Vec<PushgatewayConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -154,6 +157,9 @@ struct RawConfig {
     labels: BTreeMap<Spanned<String>, Spanned<String>>,
     /// The local scrape endpoint; absent for none.
     scrape: Option<RawScrape>,
+    /// Pushgateway targets, each pushed to independently.
+    #[serde(default)]
+    pushgateway: Vec<RawPushgateway>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -268,13 +274,15 @@ struct RawScrape {
 // ---------------------------------------------------------------------------------------------
 // Validation: every problem is collected, each with its key and line.
 
-struct Problems<'a> {
+/// The problems found so far, each with its key and, where the TOML has it, its line.
+pub struct Problems<'a> {
     text: &'a str,
     found: Vec<String>,
 }
 
 impl Problems<'_> {
-    fn at<T>(&mut self, value: &Spanned<T>, key: &str, message: impl fmt::Display) {
+    /// A problem with the value at `value`'s place in the file.
+    pub fn at<T>(&mut self, value: &Spanned<T>, key: &str, message: impl fmt::Display) {
         let line = if value.span().end == 0 { None } else { Some(line_of(self.text, value.span().start)) };
         match line {
             Some(line) => self.found.push(format!("line {line}: {key}: {message}")),
@@ -282,7 +290,8 @@ impl Problems<'_> {
         }
     }
 
-    fn plain(&mut self, key: &str, message: impl fmt::Display) {
+    /// A problem with no one place in the file.
+    pub fn plain(&mut self, key: &str, message: impl fmt::Display) {
         self.found.push(format!("{key}: {message}"));
     }
 }
@@ -398,6 +407,25 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
             .ok()
     });
 
+    let pushgateways: Vec<PushgatewayConfig> = raw
+        .pushgateway
+        .iter()
+        .enumerate()
+        .map(|(index, target)| pushgateway::validate(&mut problems, index, target, &labels, base))
+        .collect();
+    let mut names = std::collections::BTreeSet::new();
+    for (index, target) in pushgateways.iter().enumerate() {
+        if !names.insert(target.name()) {
+            problems.plain(
+                &format!("pushgateway[{index}]"),
+                format_args!(
+                    "pushes to the same group as an earlier target ({}): each would overwrite the other",
+                    target.name()
+                ),
+            );
+        }
+    }
+
     if !problems.found.is_empty() {
         return Err(ConfigError { path: path.to_owned(), problems: problems.found });
     }
@@ -410,10 +438,12 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
         metric: MetricConfig { name: metric_name, help: raw.metric.help, zero_fill: raw.metric.zero_fill },
         labels,
         scrape_listen,
+        pushgateways,
     })
 }
 
-fn duration(problems: &mut Problems<'_>, value: Option<&Spanned<String>>, key: &str, default: &str) -> Duration {
+/// A duration key: `value` if given, else `default`; zero and unparsable values are problems.
+pub fn duration(problems: &mut Problems<'_>, value: Option<&Spanned<String>>, key: &str, default: &str) -> Duration {
     let Some(value) = value else {
         return humantime::parse_duration(default).expect("default durations parse");
     };

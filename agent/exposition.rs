@@ -68,6 +68,45 @@ pub fn write_aggregate(
     }
 }
 
+/// What a push carries: the aggregate, then the few agent metrics a central side needs to judge
+/// it (when it was computed, how much it counted). No timestamps, and no name a gateway uses
+/// itself (`push_time_seconds`, `process_*`, `go_*`).
+pub fn push_body(snapshot: &Snapshot, metric: &MetricConfig, constant_labels: &BTreeMap<String, String>) -> String {
+    let mut exposition = Exposition::new();
+    write_aggregate(&mut exposition, snapshot, metric, constant_labels);
+    write_snapshot_health(&mut exposition, snapshot);
+    write_build_info(&mut exposition);
+    exposition.into_string()
+}
+
+pub fn write_build_info(exposition: &mut Exposition) {
+    exposition.family("apimetrics_agent_build_info", "The agent's version; always 1.", "gauge");
+    exposition.sample("apimetrics_agent_build_info", &[("version", env!("CARGO_PKG_VERSION"))], 1);
+}
+
+/// The snapshot's own figures: when it was computed, what it counted and left out.
+pub fn write_snapshot_health(exposition: &mut Exposition, snapshot: &Snapshot) {
+    exposition.family(
+        "apimetrics_agent_snapshot_timestamp_seconds",
+        "When the aggregate was computed, in seconds since the Unix epoch.",
+        "gauge",
+    );
+    exposition.sample(
+        "apimetrics_agent_snapshot_timestamp_seconds",
+        &[],
+        snapshot.computed_at.timestamp_millis() as f64 / 1000.0,
+    );
+    exposition.family("apimetrics_agent_rows_in_window", "Transactions counted in the aggregate.", "gauge");
+    exposition.sample("apimetrics_agent_rows_in_window", &[], snapshot.n_rows_in_window);
+    exposition.family(
+        "apimetrics_agent_rows_skipped",
+        "Rows in the window left out of the aggregate, by reason.",
+        "gauge",
+    );
+    exposition.sample("apimetrics_agent_rows_skipped", &[("reason", "bad_timestamp")], snapshot.n_rows_bad_timestamp);
+    exposition.sample("apimetrics_agent_rows_skipped", &[("reason", "orphaned")], snapshot.n_rows_orphaned);
+}
+
 fn push_escaped_label_value(out: &mut String, value: &str) {
     for character in value.chars() {
         match character {

@@ -8,7 +8,9 @@
 pub mod config;
 pub mod demo;
 pub mod exposition;
+pub mod http;
 pub mod populate;
+pub mod pushgateway;
 pub mod run;
 pub mod schedule;
 pub mod scrape;

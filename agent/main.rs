@@ -79,9 +79,8 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Once { dry_run } => {
             let config = config::load(&cli.config)?;
-            let (config, snapshot) = runtime.block_on(run::once(config))?;
-            if dry_run {
-                print!("{}", run::render_aggregate(&config, &snapshot));
+            if let Some(body) = runtime.block_on(run::once(config, dry_run))? {
+                print!("{body}");
             }
         }
         Command::Check => {

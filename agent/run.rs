@@ -5,19 +5,20 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use chrono::Utc;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::exposition::{Exposition, write_aggregate};
+use crate::pushgateway::{self, Pushgateway};
 use crate::snapshot::Snapshot;
 use crate::telemetry::AgentState;
-use crate::{schedule, scrape, source};
+use crate::{exposition, schedule, scrape, source};
 
 /// How long the tasks under way get to finish after a shutdown signal.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
@@ -42,6 +43,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         });
     }
 
+    // Each target reads the latest snapshot on its own, so none waits on another or on a tick.
+    let (snapshot_sender, _) = watch::channel(None::<Arc<Snapshot>>);
+    for target in &config.pushgateways {
+        let target = Pushgateway::new(target.clone()).with_context(|| format!("setting up {}", target.name()))?;
+        tasks.spawn(pushgateway::deliver(target, snapshot_sender.subscribe(), state.clone(), stop.clone()));
+    }
+
     let (tick_sender, mut tick_receiver) = mpsc::channel(1);
     let mut schedule =
         tokio::spawn(schedule::drive(config.schedule.clone(), config.run_on_start, tick_sender, stop.clone()));
@@ -59,8 +67,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             Some(()) = tick_receiver.recv() => {
                 tokio::select! {
                     () = &mut shutdown => break Ok(()),
-                    result = tick(&state) => if let Err(error) = result {
-                        warn!(error = %format!("{error:#}"), "tick failed; serving the last good snapshot");
+                    result = tick(&state) => match result {
+                        Ok(snapshot) => { snapshot_sender.send_replace(Some(snapshot)); }
+                        Err(error) => warn!(error = %format!("{error:#}"), "tick failed; serving the last good snapshot"),
                     }
                 }
             }
@@ -119,16 +128,39 @@ pub async fn tick(state: &AgentState) -> anyhow::Result<Arc<Snapshot>> {
     }
 }
 
-/// One tick now, for `once`: the snapshot, or why it could not be taken.
-pub async fn once(config: Config) -> anyhow::Result<(Arc<Config>, Arc<Snapshot>)> {
+/// How many times `once` tries a target, and for how long at most, Retry-After included.
+const ONCE_ATTEMPTS: u32 = 4;
+const ONCE_DEADLINE: Duration = Duration::from_secs(60);
+
+/// One tick now, for `once`. With `dry_run`, returns the body a push would carry and sends
+/// nothing; else pushes to every target at once and fails naming each target that failed.
+pub async fn once(config: Config, dry_run: bool) -> anyhow::Result<Option<String>> {
     let state = AgentState::new(Arc::new(config));
     let snapshot = tick(&state).await?;
-    Ok((state.config.clone(), snapshot))
-}
-
-/// The exposition text a push would carry: the aggregate family with the constant labels.
-pub fn render_aggregate(config: &Config, snapshot: &Snapshot) -> String {
-    let mut exposition = Exposition::new();
-    write_aggregate(&mut exposition, snapshot, &config.metric, &config.labels);
-    exposition.into_string()
+    let body = exposition::push_body(&snapshot, &state.config.metric, &state.config.labels);
+    if dry_run {
+        return Ok(Some(body));
+    }
+    let mut pushes = JoinSet::new();
+    for target in &state.config.pushgateways {
+        let mut target = Pushgateway::new(target.clone()).with_context(|| format!("setting up {}", target.name()))?;
+        let body = body.clone();
+        pushes.spawn(async move {
+            let result = target.push(&body, ONCE_ATTEMPTS, tokio::time::sleep(ONCE_DEADLINE)).await;
+            (target.name().to_owned(), result)
+        });
+    }
+    let n_targets = pushes.len();
+    let mut failures = Vec::new();
+    while let Some(joined) = pushes.join_next().await {
+        match joined.context("a push task failed")? {
+            (name, Ok(())) => info!(target = %name, "pushed"),
+            (name, Err(failure)) => failures.push(format!("{name}: {failure}")),
+        }
+    }
+    if !failures.is_empty() {
+        failures.sort();
+        bail!("{} of {n_targets} push targets failed:\n  {}", failures.len(), failures.join("\n  "));
+    }
+    Ok(None)
 }

@@ -1,13 +1,14 @@
 //! What the agent shares between its tick loop and its outlets: the latest good snapshot and the
 //! agent's own health, rendered as `apimetrics_agent_*` metrics beside the aggregate.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use crate::config::Config;
-use crate::exposition::{Exposition, write_aggregate};
+use crate::exposition::{Exposition, write_aggregate, write_build_info, write_snapshot_health};
 use crate::snapshot::Snapshot;
 
 /// The state every outlet reads. Outlets render the snapshot; none of them queries the database.
@@ -20,10 +21,23 @@ pub struct AgentState {
 #[derive(Debug, Default)]
 struct Inner {
     latest: Option<Arc<Snapshot>>,
+    /// Per push target, by name.
+    deliveries: BTreeMap<String, Delivery>,
     n_ticks_succeeded: u64,
     n_ticks_failed: u64,
     last_tick_duration: Option<Duration>,
     last_error: Option<String>,
+}
+
+/// How pushes to one target went.
+#[derive(Debug, Default, Clone)]
+pub struct Delivery {
+    pub n_succeeded: u64,
+    pub n_failed: u64,
+    pub last_success: Option<DateTime<Utc>>,
+    pub last_duration: Option<Duration>,
+    /// Why the last push failed; `None` once one succeeds.
+    pub last_error: Option<String>,
 }
 
 /// How the last tick went, for `/healthz`.
@@ -38,7 +52,9 @@ pub enum Health {
 
 impl AgentState {
     pub fn new(config: Arc<Config>) -> AgentState {
-        AgentState { config, inner: Mutex::new(Inner::default()) }
+        let deliveries =
+            config.pushgateways.iter().map(|target| (target.name().to_owned(), Delivery::default())).collect();
+        AgentState { config, inner: Mutex::new(Inner { deliveries, ..Inner::default() }) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -73,12 +89,42 @@ impl AgentState {
         }
     }
 
+    /// Counts one push to `target` (one snapshot, retries included) and remembers how it went.
+    pub fn record_push(&self, target: &str, result: Result<(), &str>, duration: Duration, at: DateTime<Utc>) {
+        let mut inner = self.lock();
+        let delivery = inner.deliveries.entry(target.to_owned()).or_default();
+        delivery.last_duration = Some(duration);
+        match result {
+            Ok(()) => {
+                delivery.n_succeeded += 1;
+                delivery.last_success = Some(at);
+                delivery.last_error = None;
+            }
+            Err(reason) => {
+                delivery.n_failed += 1;
+                delivery.last_error = Some(reason.to_owned());
+            }
+        }
+    }
+
+    pub fn delivery(&self, target: &str) -> Option<Delivery> {
+        self.lock().deliveries.get(target).cloned()
+    }
+
     /// The scrape endpoint's page: the latest aggregate, then the agent's own metrics as of `now`.
     pub fn render(&self, now: DateTime<Utc>) -> String {
         let inner = self.lock();
         let mut exposition = Exposition::new();
         if let Some(snapshot) = &inner.latest {
             write_aggregate(&mut exposition, snapshot, &self.config.metric, &self.config.labels);
+            write_snapshot_health(&mut exposition, snapshot);
+            exposition.family(
+                "apimetrics_agent_snapshot_age_seconds",
+                "How old the served aggregate is; it grows while ticks fail.",
+                "gauge",
+            );
+            let age = (now - snapshot.computed_at).to_std().unwrap_or_default();
+            exposition.sample("apimetrics_agent_snapshot_age_seconds", &[], age.as_secs_f64());
         }
         exposition.family("apimetrics_agent_ticks_total", "Ticks of the aggregate, by result.", "counter");
         exposition.sample("apimetrics_agent_ticks_total", &[("result", "success")], inner.n_ticks_succeeded);
@@ -91,45 +137,56 @@ impl AgentState {
             );
             exposition.sample("apimetrics_agent_tick_duration_seconds", &[], duration.as_secs_f64());
         }
-        if let Some(snapshot) = &inner.latest {
-            let computed_at = snapshot.computed_at;
-            exposition.family(
-                "apimetrics_agent_last_success_timestamp_seconds",
-                "When the served aggregate was computed, in seconds since the Unix epoch.",
-                "gauge",
-            );
-            exposition.sample(
-                "apimetrics_agent_last_success_timestamp_seconds",
-                &[],
-                computed_at.timestamp_millis() as f64 / 1000.0,
-            );
-            exposition.family(
-                "apimetrics_agent_snapshot_age_seconds",
-                "How old the served aggregate is; it grows while ticks fail.",
-                "gauge",
-            );
-            let age = (now - computed_at).to_std().unwrap_or_default();
-            exposition.sample("apimetrics_agent_snapshot_age_seconds", &[], age.as_secs_f64());
-            exposition.family(
-                "apimetrics_agent_rows_in_window",
-                "Transactions counted in the served aggregate.",
-                "gauge",
-            );
-            exposition.sample("apimetrics_agent_rows_in_window", &[], snapshot.n_rows_in_window);
-            exposition.family(
-                "apimetrics_agent_rows_skipped",
-                "Rows in the window left out of the served aggregate, by reason.",
-                "gauge",
-            );
-            exposition.sample(
-                "apimetrics_agent_rows_skipped",
-                &[("reason", "bad_timestamp")],
-                snapshot.n_rows_bad_timestamp,
-            );
-            exposition.sample("apimetrics_agent_rows_skipped", &[("reason", "orphaned")], snapshot.n_rows_orphaned);
-        }
-        exposition.family("apimetrics_agent_build_info", "The agent's version; always 1.", "gauge");
-        exposition.sample("apimetrics_agent_build_info", &[("version", env!("CARGO_PKG_VERSION"))], 1);
+        write_deliveries(&mut exposition, &inner.deliveries);
+        write_build_info(&mut exposition);
         exposition.into_string()
+    }
+}
+
+/// Per push target: pushes by result, when one last succeeded, how long the last one took.
+fn write_deliveries(exposition: &mut Exposition, deliveries: &BTreeMap<String, Delivery>) {
+    if deliveries.is_empty() {
+        return;
+    }
+    exposition.family(
+        "apimetrics_agent_pushes_total",
+        "Snapshots pushed to each target, by result (retries within one push count once).",
+        "counter",
+    );
+    for (target, delivery) in deliveries {
+        exposition.sample(
+            "apimetrics_agent_pushes_total",
+            &[("target", target), ("result", "success")],
+            delivery.n_succeeded,
+        );
+        exposition.sample(
+            "apimetrics_agent_pushes_total",
+            &[("target", target), ("result", "failure")],
+            delivery.n_failed,
+        );
+    }
+    exposition.family(
+        "apimetrics_agent_push_last_success_timestamp_seconds",
+        "When a push to each target last succeeded, in seconds since the Unix epoch.",
+        "gauge",
+    );
+    for (target, delivery) in deliveries {
+        if let Some(at) = delivery.last_success {
+            exposition.sample(
+                "apimetrics_agent_push_last_success_timestamp_seconds",
+                &[("target", target)],
+                at.timestamp_millis() as f64 / 1000.0,
+            );
+        }
+    }
+    exposition.family(
+        "apimetrics_agent_push_duration_seconds",
+        "How long the last push to each target took, retries included.",
+        "gauge",
+    );
+    for (target, delivery) in deliveries {
+        if let Some(duration) = delivery.last_duration {
+            exposition.sample("apimetrics_agent_push_duration_seconds", &[("target", target)], duration.as_secs_f64());
+        }
     }
 }

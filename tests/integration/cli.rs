@@ -16,10 +16,14 @@ fn dry_run_prints_exactly_the_exposition_and_nothing_else_on_stdout() {
     site.add_transactions(6, b2c, failed, &hours_ago(0.01));
     let config = site.config("15s", "[labels]\nsite = \"nairobi-1\"\n");
 
+    let before = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
     let output = run_agent(&config, &["once", "--dry-run"]);
+    let after = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
     assert!(output.status.success(), "{}", stderr(&output));
+    let printed = stdout(&output);
+    let (aggregate, health) = printed.split_at(printed.find("# HELP apimetrics_agent_").unwrap());
     assert_eq!(
-        stdout(&output),
+        aggregate,
         "# HELP api_transactions API Transactions\n\
          # TYPE api_transactions gauge\n\
          api_transactions{api=\"Mpesa B2C\",status=\"Failed\",site=\"nairobi-1\"} 6\n\
@@ -27,6 +31,12 @@ fn dry_run_prints_exactly_the_exposition_and_nothing_else_on_stdout() {
          api_transactions{api=\"Mpesa Express\",status=\"Failed\",site=\"nairobi-1\"} 0\n\
          api_transactions{api=\"Mpesa Express\",status=\"Pending\",site=\"nairobi-1\"} 5\n"
     );
+    // Then what a central side needs to judge it, as a push carries it.
+    let stamp = sample(health, "apimetrics_agent_snapshot_timestamp_seconds").unwrap();
+    assert!((before..=after).contains(&stamp), "{stamp} not in {before}..={after}");
+    assert_eq!(sample(health, "apimetrics_agent_rows_in_window"), Some(11.0));
+    assert_eq!(sample(health, "apimetrics_agent_rows_skipped{reason=\"bad_timestamp\"}"), Some(0.0));
+    assert_eq!(sample(health, "apimetrics_agent_rows_skipped{reason=\"orphaned\"}"), Some(0.0));
     assert!(stderr(&output).contains("tick done"), "{}", stderr(&output));
 }
 
@@ -41,9 +51,12 @@ fn without_zero_fill_metric_name_and_help_come_from_the_config() {
     let config = site.config("15s", "[metric]\nname = \"payments\"\nhelp = \"Payments by API\"\nzero_fill = false\n");
     let output = run_agent(&config, &["once", "--dry-run"]);
     assert!(output.status.success(), "{}", stderr(&output));
-    assert_eq!(
-        stdout(&output),
-        "# HELP payments Payments by API\n# TYPE payments gauge\npayments{api=\"Mpesa Express\",status=\"Pending\"} 2\n"
+    assert!(
+        stdout(&output).starts_with(
+            "# HELP payments Payments by API\n# TYPE payments gauge\npayments{api=\"Mpesa Express\",status=\"Pending\"} 2\n# "
+        ),
+        "{}",
+        stdout(&output)
     );
 }
 
