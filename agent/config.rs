@@ -277,7 +277,8 @@ struct RawScrape {
 /// The problems found so far, each with its key and, where the TOML has it, its line.
 pub struct Problems<'a> {
     text: &'a str,
-    found: Vec<String>,
+    /// Each problem with its line, or `usize::MAX` where it has none, to sort them as the file reads.
+    found: Vec<(usize, String)>,
 }
 
 impl Problems<'_> {
@@ -285,14 +286,14 @@ impl Problems<'_> {
     pub fn at<T>(&mut self, value: &Spanned<T>, key: &str, message: impl fmt::Display) {
         let line = if value.span().end == 0 { None } else { Some(line_of(self.text, value.span().start)) };
         match line {
-            Some(line) => self.found.push(format!("line {line}: {key}: {message}")),
-            None => self.found.push(format!("{key}: {message}")),
+            Some(line) => self.found.push((line, format!("line {line}: {key}: {message}"))),
+            None => self.found.push((usize::MAX, format!("{key}: {message}"))),
         }
     }
 
     /// A problem with no one place in the file.
     pub fn plain(&mut self, key: &str, message: impl fmt::Display) {
-        self.found.push(format!("{key}: {message}"));
+        self.found.push((usize::MAX, format!("{key}: {message}")));
     }
 }
 
@@ -427,7 +428,9 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
     }
 
     if !problems.found.is_empty() {
-        return Err(ConfigError { path: path.to_owned(), problems: problems.found });
+        problems.found.sort_by_key(|(line, _)| *line);
+        let problems = problems.found.into_iter().map(|(_, problem)| problem).collect();
+        return Err(ConfigError { path: path.to_owned(), problems });
     }
     Ok(Config {
         path: path.to_owned(),

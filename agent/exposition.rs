@@ -13,11 +13,17 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 #[derive(Debug, Default)]
 pub struct Exposition {
     text: String,
+    /// Written after each sample's own labels (the config's `[labels]`).
+    constant_labels: Vec<(String, String)>,
 }
 
 impl Exposition {
-    pub fn new() -> Exposition {
-        Exposition::default()
+    /// An exposition whose every sample carries `constant_labels` after its own.
+    pub fn new(constant_labels: &BTreeMap<String, String>) -> Exposition {
+        Exposition {
+            text: String::new(),
+            constant_labels: constant_labels.iter().map(|(name, value)| (name.clone(), value.clone())).collect(),
+        }
     }
 
     /// Starts a family: its HELP and TYPE lines.
@@ -26,12 +32,14 @@ impl Exposition {
         let _ = writeln!(self.text, "# TYPE {name} {kind}");
     }
 
-    /// One sample line; `labels` are written in the order given.
+    /// One sample line; `labels` are written in the order given, then the constant labels.
     pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
         self.text.push_str(name);
-        if !labels.is_empty() {
+        let constant = self.constant_labels.iter().map(|(label, value)| (label.as_str(), value.as_str()));
+        let all_labels: Vec<(&str, &str)> = labels.iter().copied().chain(constant).collect();
+        if !all_labels.is_empty() {
             self.text.push('{');
-            for (position, (label, label_value)) in labels.iter().enumerate() {
+            for (position, (label, label_value)) in all_labels.iter().enumerate() {
                 if position > 0 {
                     self.text.push(',');
                 }
@@ -50,21 +58,11 @@ impl Exposition {
     }
 }
 
-/// The aggregate as a gauge family: one sample per (API name, status name), then the constant labels.
-pub fn write_aggregate(
-    exposition: &mut Exposition,
-    snapshot: &Snapshot,
-    metric: &MetricConfig,
-    constant_labels: &BTreeMap<String, String>,
-) {
+/// The aggregate as a gauge family: one sample per (API name, status name).
+pub fn write_aggregate(exposition: &mut Exposition, snapshot: &Snapshot, metric: &MetricConfig) {
     exposition.family(&metric.name, &metric.help, "gauge");
-    let mut labels: Vec<(&str, &str)> = Vec::with_capacity(2 + constant_labels.len());
     for series in &snapshot.series {
-        labels.clear();
-        labels.push(("api", &series.api));
-        labels.push(("status", &series.status));
-        labels.extend(constant_labels.iter().map(|(name, value)| (name.as_str(), value.as_str())));
-        exposition.sample(&metric.name, &labels, series.count);
+        exposition.sample(&metric.name, &[("api", &series.api), ("status", &series.status)], series.count);
     }
 }
 
@@ -72,8 +70,8 @@ pub fn write_aggregate(
 /// it (when it was computed, how much it counted). No timestamps, and no name a gateway uses
 /// itself (`push_time_seconds`, `process_*`, `go_*`).
 pub fn push_body(snapshot: &Snapshot, metric: &MetricConfig, constant_labels: &BTreeMap<String, String>) -> String {
-    let mut exposition = Exposition::new();
-    write_aggregate(&mut exposition, snapshot, metric, constant_labels);
+    let mut exposition = Exposition::new(constant_labels);
+    write_aggregate(&mut exposition, snapshot, metric);
     write_snapshot_health(&mut exposition, snapshot);
     write_build_info(&mut exposition);
     exposition.into_string()
@@ -149,8 +147,8 @@ mod tests {
             zero_fill: true,
         };
         let labels = BTreeMap::from([("site".to_owned(), "nairobi-1".to_owned())]);
-        let mut exposition = Exposition::new();
-        write_aggregate(&mut exposition, &snapshot, &metric, &labels);
+        let mut exposition = Exposition::new(&labels);
+        write_aggregate(&mut exposition, &snapshot, &metric);
         assert_eq!(
             exposition.into_string(),
             "# HELP api_transactions API \\\\ Transactions\\nby API\n\

@@ -99,7 +99,14 @@ pub fn validate(
     let key = format!("pushgateway[{index}]");
     let base_url = match Url::parse(raw.url.get_ref()) {
         Ok(url) if !matches!(url.scheme(), "http" | "https") => {
-            problems.at(&raw.url, &format!("{key}.url"), "must be an http:// or https:// URL");
+            problems.at(
+                &raw.url,
+                &format!("{key}.url"),
+                format_args!(
+                    "{:?} is not an http:// or https:// URL, e.g. \"https://push.example.org:9091\"",
+                    raw.url.get_ref()
+                ),
+            );
             None
         }
         Ok(url) if !url.username().is_empty() || url.password().is_some() => {

@@ -114,9 +114,9 @@ impl AgentState {
     /// The scrape endpoint's page: the latest aggregate, then the agent's own metrics as of `now`.
     pub fn render(&self, now: DateTime<Utc>) -> String {
         let inner = self.lock();
-        let mut exposition = Exposition::new();
+        let mut exposition = Exposition::new(&self.config.labels);
         if let Some(snapshot) = &inner.latest {
-            write_aggregate(&mut exposition, snapshot, &self.config.metric, &self.config.labels);
+            write_aggregate(&mut exposition, snapshot, &self.config.metric);
             write_snapshot_health(&mut exposition, snapshot);
             exposition.family(
                 "apimetrics_agent_snapshot_age_seconds",

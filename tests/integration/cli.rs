@@ -1,5 +1,6 @@
 //! The command line: exit codes, what goes to stdout and stderr, and the messages on bad input.
 
+use crate::peers::{parse_exposition, value_of};
 use crate::support::*;
 
 #[test]
@@ -31,12 +32,14 @@ fn dry_run_prints_exactly_the_exposition_and_nothing_else_on_stdout() {
          api_transactions{api=\"Mpesa Express\",status=\"Failed\",site=\"nairobi-1\"} 0\n\
          api_transactions{api=\"Mpesa Express\",status=\"Pending\",site=\"nairobi-1\"} 5\n"
     );
-    // Then what a central side needs to judge it, as a push carries it.
-    let stamp = sample(health, "apimetrics_agent_snapshot_timestamp_seconds").unwrap();
+    // Then what a central side needs to judge it, as a push carries it, under the same labels.
+    let health = parse_exposition(health);
+    let site = ("site", "nairobi-1");
+    let stamp = value_of(&health, "apimetrics_agent_snapshot_timestamp_seconds", &[site]).unwrap();
     assert!((before..=after).contains(&stamp), "{stamp} not in {before}..={after}");
-    assert_eq!(sample(health, "apimetrics_agent_rows_in_window"), Some(11.0));
-    assert_eq!(sample(health, "apimetrics_agent_rows_skipped{reason=\"bad_timestamp\"}"), Some(0.0));
-    assert_eq!(sample(health, "apimetrics_agent_rows_skipped{reason=\"orphaned\"}"), Some(0.0));
+    assert_eq!(value_of(&health, "apimetrics_agent_rows_in_window", &[site]), Some(11.0));
+    assert_eq!(value_of(&health, "apimetrics_agent_rows_skipped", &[("reason", "bad_timestamp"), site]), Some(0.0));
+    assert_eq!(value_of(&health, "apimetrics_agent_rows_skipped", &[("reason", "orphaned"), site]), Some(0.0));
     assert!(stderr(&output).contains("tick done"), "{}", stderr(&output));
 }
 

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
+use crate::peers::parse_exposition;
 use crate::support::*;
 
 /// The interpreter with Django installed; tests/run sets it up.
@@ -11,33 +12,13 @@ fn python() -> String {
     std::env::var("APIMETRICS_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned())
 }
 
-/// Reads an exposition's `name{api="…",status="…"} value` lines, undoing the format's escapes.
+/// The `name` series of an exposition by (api, status).
 fn parse_series(exposition: &str, name: &str) -> BTreeMap<(String, String), u64> {
-    let mut series = BTreeMap::new();
-    for line in exposition.lines().filter(|line| line.starts_with(&format!("{name}{{"))) {
-        let (labels_text, value) = line[name.len() + 1..].rsplit_once("} ").unwrap();
-        let mut labels = BTreeMap::new();
-        let mut rest = labels_text;
-        while !rest.is_empty() {
-            let (label, after) = rest.split_once("=\"").unwrap();
-            let mut value = String::new();
-            let mut characters = after.char_indices();
-            let end = loop {
-                match characters.next().unwrap() {
-                    (_, '\\') => match characters.next().unwrap().1 {
-                        'n' => value.push('\n'),
-                        other => value.push(other),
-                    },
-                    (index, '"') => break index,
-                    (_, other) => value.push(other),
-                }
-            };
-            labels.insert(label.trim_start_matches(',').to_owned(), value);
-            rest = &after[end + 1..];
-        }
-        series.insert((labels["api"].clone(), labels["status"].clone()), value.parse().unwrap());
-    }
-    series
+    parse_exposition(exposition)
+        .into_iter()
+        .filter(|(sample_name, _, _)| sample_name == name)
+        .map(|(_, labels, value)| ((labels["api"].clone(), labels["status"].clone()), value as u64))
+        .collect()
 }
 
 #[test]

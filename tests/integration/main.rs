@@ -3,6 +3,8 @@
 
 mod cli;
 mod django;
+mod peers;
+mod pushgateway;
 mod run;
 mod source;
 mod support;

@@ -31,9 +31,10 @@ fn metrics_follow_the_database_pass_promtool_and_sigterm_exits_0() {
     });
     assert_eq!(sample(&metrics, tricky_series), Some(3.0));
     assert_eq!(sample(&metrics, slashed_series), Some(0.0));
-    assert_eq!(sample(&metrics, "apimetrics_agent_rows_in_window"), Some(3.0));
-    assert!(sample(&metrics, "apimetrics_agent_ticks_total{result=\"success\"}").unwrap() >= 1.0);
-    assert_eq!(sample(&metrics, "apimetrics_agent_ticks_total{result=\"failure\"}"), Some(0.0));
+    // The constant labels go on the agent's own series too.
+    assert_eq!(sample(&metrics, "apimetrics_agent_rows_in_window{site=\"nairobi/1\"}"), Some(3.0));
+    assert!(sample(&metrics, "apimetrics_agent_ticks_total{result=\"success\",site=\"nairobi/1\"}").unwrap() >= 1.0);
+    assert_eq!(sample(&metrics, "apimetrics_agent_ticks_total{result=\"failure\",site=\"nairobi/1\"}"), Some(0.0));
     assert_eq!(http_get(&agent.url("/healthz")), Some((200, "ok\n".to_owned())));
 
     let mut promtool = Command::new("promtool")

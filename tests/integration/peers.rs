@@ -1,0 +1,245 @@
+//! The other side of a push: Debian's Pushgateway and tinyproxy started on free loopback ports,
+//! and a hand-made HTTP server for what a real peer cannot do on demand (fail, then succeed;
+//! answer 429; hang).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::support::{free_port, wait_for};
+
+/// A process killed when dropped.
+pub struct Peer {
+    child: Child,
+    pub port: u16,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Peer {
+    pub fn stop(self) {}
+}
+
+fn wait_until_listening(port: u16, what: &str, child: &mut Child) {
+    wait_for(what, Duration::from_secs(20), || {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("{what} exited with {status} before listening");
+        }
+        TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+}
+
+/// Debian's prometheus-pushgateway (tests/run installs it), optionally with a `--web.config.file`.
+pub fn pushgateway(web_config: Option<&Path>) -> Peer {
+    let port = free_port();
+    let mut command = Command::new("prometheus-pushgateway");
+    command.arg(format!("--web.listen-address=127.0.0.1:{port}")).stdout(Stdio::null()).stderr(Stdio::null());
+    if let Some(web_config) = web_config {
+        command.arg(format!("--web.config.file={}", web_config.display()));
+    }
+    let mut child = command.spawn().expect("prometheus-pushgateway (Debian package; tests/run installs it)");
+    wait_until_listening(port, "the Pushgateway", &mut child);
+    Peer { child, port }
+}
+
+/// Debian's tinyproxy in the foreground, logging every request to `log`.
+pub fn tinyproxy(directory: &Path) -> (Peer, std::path::PathBuf) {
+    let port = free_port();
+    let log = directory.join("tinyproxy.log");
+    let config = directory.join("tinyproxy.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "Port {port}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\nLogFile \"{}\"\nLogLevel Connect\nMaxClients 20\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new("tinyproxy")
+        .args(["-d", "-c"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tinyproxy (Debian package; tests/run installs it)");
+    wait_until_listening(port, "tinyproxy", &mut child);
+    (Peer { child, port }, log)
+}
+
+/// One series of an exposition: name, labels, value.
+pub type Sample = (String, BTreeMap<String, String>, f64);
+
+/// Reads an exposition's samples, undoing the format's escapes; comments are skipped.
+pub fn parse_exposition(exposition: &str) -> Vec<Sample> {
+    let mut samples = Vec::new();
+    for line in exposition.lines().filter(|line| !line.starts_with('#') && !line.is_empty()) {
+        let Some(open) = line.find('{') else {
+            let (name, value) = line.split_once(' ').unwrap();
+            samples.push((name.to_owned(), BTreeMap::new(), value.parse().unwrap()));
+            continue;
+        };
+        let name = &line[..open];
+        let mut labels = BTreeMap::new();
+        let mut rest = &line[open + 1..];
+        while !rest.starts_with('}') {
+            let (label, after) = rest.split_once("=\"").unwrap();
+            let mut value = String::new();
+            let mut characters = after.char_indices();
+            let end = loop {
+                match characters.next().unwrap() {
+                    (_, '\\') => match characters.next().unwrap().1 {
+                        'n' => value.push('\n'),
+                        other => value.push(other),
+                    },
+                    (index, '"') => break index,
+                    (_, other) => value.push(other),
+                }
+            };
+            labels.insert(label.trim_start_matches(',').to_owned(), value);
+            rest = after[end + 1..].trim_start_matches(',');
+        }
+        let value = rest[1..].trim().split(' ').next().unwrap();
+        samples.push((name.to_owned(), labels, value.parse().unwrap()));
+    }
+    samples
+}
+
+/// The value of the series `name` whose labels include all of `labels`, if exactly one has them.
+pub fn value_of(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut matching = samples.iter().filter(|(sample_name, sample_labels, _)| {
+        sample_name == name
+            && labels.iter().all(|(label, value)| sample_labels.get(*label).map(String::as_str) == Some(value))
+    });
+    let found = matching.next()?;
+    assert!(matching.next().is_none(), "more than one {name} series has {labels:?}");
+    Some(found.2)
+}
+
+/// What the hand-made server answers to one request.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    /// Say nothing for this long first (a hang, when longer than the client's timeout).
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Reply {
+        Reply { status, headers: Vec::new(), body: String::new(), delay: Duration::ZERO }
+    }
+
+    pub fn with_body(mut self, body: &str) -> Reply {
+        self.body = body.to_owned();
+        self
+    }
+
+    pub fn with_header(mut self, name: &str, value: &str) -> Reply {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn after(mut self, delay: Duration) -> Reply {
+        self.delay = delay;
+        self
+    }
+}
+
+/// A request as the hand-made server received it.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    /// Header names in lower case.
+    pub headers: BTreeMap<String, String>,
+    pub body: Vec<u8>,
+    pub at: Instant,
+}
+
+/// A scripted HTTP/1.1 server: the n-th request gets the n-th reply (the last one repeats).
+pub struct FakeServer {
+    pub port: u16,
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl FakeServer {
+    pub fn start(replies: Vec<Reply>) -> FakeServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let replies = Arc::new(replies);
+        let log = received.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let (log, replies) = (log.clone(), replies.clone());
+                std::thread::spawn(move || serve_connection(stream, &log, &replies));
+            }
+        });
+        FakeServer { port, received }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+fn serve_connection(stream: TcpStream, log: &Mutex<Vec<Received>>, replies: &[Reply]) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut parts = request_line.split_whitespace();
+        let (method, path) = (parts.next().unwrap_or_default().to_owned(), parts.next().unwrap_or_default().to_owned());
+        let mut headers = BTreeMap::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line.split_once(':').unwrap();
+            headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
+        }
+        let length: usize = headers.get("content-length").map_or(0, |length| length.parse().unwrap());
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let reply = {
+            let mut log = log.lock().unwrap();
+            log.push(Received { method, path, headers, body, at: Instant::now() });
+            replies[(log.len() - 1).min(replies.len() - 1)].clone()
+        };
+        std::thread::sleep(reply.delay);
+        let mut response = format!("HTTP/1.1 {} Scripted\r\nContent-Length: {}\r\n", reply.status, reply.body.len());
+        for (name, value) in &reply.headers {
+            response.push_str(&format!("{name}: {value}\r\n"));
+        }
+        response.push_str("\r\n");
+        response.push_str(&reply.body);
+        if writer.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
