@@ -306,18 +306,18 @@ pub async fn deliver(
         }
         let Some(snapshot) = snapshots.borrow_and_update().clone() else { continue };
         let body = exposition::push_body(&snapshot, &state.config.metric, &state.config.labels);
+        // A newer snapshot ends the retries, not a request under way (a slow gateway must still
+        // get each push through); shutdown ends both.
         let mut newer = snapshots.clone();
-        let give_up = {
-            let stop = stop.clone();
-            async move {
-                tokio::select! {
-                    () = stop.cancelled() => {}
-                    _ = newer.changed() => {}
-                }
-            }
+        let give_up = async move {
+            let _ = newer.changed().await;
         };
         let started = Instant::now();
-        let result = target.push(&body, u32::MAX, give_up).await;
+        let pushed = tokio::select! {
+            result = target.push(&body, u32::MAX, give_up) => Some(result),
+            () = stop.cancelled() => None,
+        };
+        let Some(result) = pushed else { break };
         state.record_push(
             target.name(),
             result.as_ref().map(|_| ()).map_err(Failure::reason),

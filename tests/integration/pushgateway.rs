@@ -273,6 +273,29 @@ fn pushes_go_through_a_forward_proxy() {
     let logged = std::fs::read_to_string(&proxy_log).unwrap();
     assert!(logged.contains(&format!("PUT http://127.0.0.1:{}/metrics/job/apimetrics", gateway.port)), "{logged}");
 
+    // Without proxy_url, HTTP_PROXY from the environment applies, as operators expect.
+    let without = site.write_config(
+        "env-proxy.toml",
+        &format!(
+            "[source]\ndatabase = \"app.sqlite3\"\n[schedule]\ninterval = \"15s\"\n\
+             [[pushgateway]]\nurl = \"http://127.0.0.1:{}\"\ngrouping = {{ via = \"env\" }}\n",
+            gateway.port
+        ),
+    );
+    let output = agent(&without)
+        .arg("once")
+        .env("HTTP_PROXY", format!("http://127.0.0.1:{}", proxy.port))
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let logged = std::fs::read_to_string(&proxy_log).unwrap();
+    assert!(
+        logged.contains(&format!("PUT http://127.0.0.1:{}/metrics/job/apimetrics/via/env", gateway.port)),
+        "{logged}"
+    );
+
     // With the proxy gone the push fails: it really went through the proxy.
     proxy.stop();
     let output = run_agent(&config, &["once"]);
@@ -384,6 +407,36 @@ fn an_unreachable_gateway_fails_once_while_run_keeps_serving_and_trying() {
     );
     let (status, _) = agent.terminate();
     assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn a_hanging_target_does_not_hold_up_another() {
+    let hanging = FakeServer::start(vec![Reply::status(200).after(Duration::from_secs(60))]);
+    let gateway = pushgateway(None);
+    let (site, _) = site_with_transactions();
+    let port = free_port();
+    let config = site.config(
+        "200ms",
+        &format!(
+            "[scrape]\nlisten = \"127.0.0.1:{port}\"\n[[pushgateway]]\nurl = \"{}\"\ntimeout = \"60s\"\n\
+             [[pushgateway]]\nurl = \"http://127.0.0.1:{}\"\n",
+            hanging.url(),
+            gateway.port
+        ),
+    );
+    let agent = Running::start(&config, port);
+    let healthy = format!("http://127.0.0.1:{}/metrics/job/apimetrics", gateway.port);
+    wait_for("pushes to the healthy gateway on every tick", DEADLINE, || {
+        let local = parse_exposition(&agent.metrics());
+        (value_of(&local, "apimetrics_agent_pushes_total", &[("target", &healthy), ("result", "success")])? >= 5.0)
+            .then_some(())
+    });
+    assert_eq!(hanging.received().len(), 1, "the hanging target is still on its first request");
+    // Shutdown abandons the hanging request rather than waiting out its timeout or the deadline.
+    let stopping = std::time::Instant::now();
+    let (status, log) = agent.terminate();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(stopping.elapsed() < Duration::from_secs(5), "shutdown took {:?}", stopping.elapsed());
 }
 
 #[test]
