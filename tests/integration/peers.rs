@@ -42,7 +42,13 @@ fn wait_until_listening(port: u16, what: &str, child: &mut Child) {
 pub fn pushgateway(web_config: Option<&Path>) -> Peer {
     let port = free_port();
     let mut command = Command::new("prometheus-pushgateway");
-    command.arg(format!("--web.listen-address=127.0.0.1:{port}")).stdout(Stdio::null()).stderr(Stdio::null());
+    // Debian's build persists to one file under /var/lib by default; each test's gateway keeps
+    // its groups in memory instead, so no test sees another's.
+    command
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--persistence.file=")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     if let Some(web_config) = web_config {
         command.arg(format!("--web.config.file={}", web_config.display()));
     }

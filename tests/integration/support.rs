@@ -118,8 +118,25 @@ pub fn stderr(output: &Output) -> String {
     String::from_utf8(output.stderr.clone()).unwrap()
 }
 
+/// A loopback port free now and handed to no other test in this run. Tests run in separate
+/// processes, and the kernel may hand a just-released port to the next caller, so each port
+/// handed out is claimed with a file; claims older than ten minutes are from earlier runs.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    let claims = Path::new(env!("CARGO_TARGET_TMPDIR")).join("claimed-ports");
+    std::fs::create_dir_all(&claims).unwrap();
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let claim = claims.join(port.to_string());
+        let stale = std::fs::metadata(&claim)
+            .and_then(|metadata| metadata.modified())
+            .is_ok_and(|claimed| claimed.elapsed().unwrap_or_default() > Duration::from_secs(600));
+        if stale {
+            let _ = std::fs::remove_file(&claim);
+        }
+        if std::fs::OpenOptions::new().write(true).create_new(true).open(&claim).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Polls `probe` until it returns `Some`, or panics after `deadline` saying what was awaited.
