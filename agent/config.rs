@@ -12,6 +12,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::pushgateway::{self, PushgatewayConfig, RawPushgateway};
+use crate::remote_write::{self, RawRemoteWrite, RemoteWriteConfig};
 
 /// The label names the aggregate itself uses; constant labels may not reuse them.
 pub const AGGREGATE_LABELS: [&str; 2] = ["api", "status"];
@@ -31,6 +32,7 @@ pub struct Config {
     /// Where to serve `/metrics` and `/healthz`; `None` for no local endpoint.
     pub scrape_listen: Option<SocketAddr>,
     pub pushgateways: Vec<PushgatewayConfig>,
+    pub remote_writes: Vec<RemoteWriteConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -160,6 +162,9 @@ struct RawConfig {
     /// Pushgateway targets, each pushed to independently.
     #[serde(default)]
     pushgateway: Vec<RawPushgateway>,
+    /// Remote-write targets, each with its own durable queue.
+    #[serde(default)]
+    remote_write: Vec<RawRemoteWrite>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -427,6 +432,22 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
         }
     }
 
+    let remote_writes: Vec<RemoteWriteConfig> = raw
+        .remote_write
+        .iter()
+        .enumerate()
+        .map(|(index, target)| remote_write::validate(&mut problems, index, target, base))
+        .collect();
+    let mut names = std::collections::BTreeSet::new();
+    for (index, target) in remote_writes.iter().enumerate() {
+        if !names.insert(target.name.as_str()) {
+            problems.plain(
+                &format!("remote_write[{index}].name"),
+                format_args!("{:?} is taken by an earlier target: give each its own name (it names the queue)", target.name),
+            );
+        }
+    }
+
     if !problems.found.is_empty() {
         problems.found.sort_by_key(|(line, _)| *line);
         let problems = problems.found.into_iter().map(|(_, problem)| problem).collect();
@@ -442,6 +463,7 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
         labels,
         scrape_listen,
         pushgateways,
+        remote_writes,
     })
 }
 
@@ -465,6 +487,24 @@ pub fn duration(problems: &mut Problems<'_>, value: Option<&Spanned<String>>, ke
             Duration::from_secs(1)
         }
     }
+}
+
+/// A size such as "256MiB", "1GB", "4096" (bytes); binary and decimal units.
+pub fn byte_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        _ => return None,
+    };
+    number.parse::<u64>().ok()?.checked_mul(multiplier).filter(|size| *size > 0)
 }
 
 /// Parses a cron expression exactly as the scheduler will: six or seven fields, seconds first.
@@ -501,6 +541,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("app.sqlite3"), b"").unwrap();
         dir
+    }
+
+    #[test]
+    fn sizes_take_binary_and_decimal_units() {
+        assert_eq!(byte_size("256MiB"), Some(256 << 20));
+        assert_eq!(byte_size("1GB"), Some(1_000_000_000));
+        assert_eq!(byte_size("4096"), Some(4096));
+        assert_eq!(byte_size("2 kib"), Some(2048));
+        for bad in ["", "0", "MiB", "12XB", "-1MiB", "99999999999999999999GiB"] {
+            assert_eq!(byte_size(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod exposition;
 pub mod http;
 pub mod populate;
 pub mod pushgateway;
+pub mod remote_write;
 pub mod run;
 pub mod schedule;
 pub mod scrape;

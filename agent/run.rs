@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::pushgateway::{self, Pushgateway};
+use crate::remote_write::{self, RemoteWriteTarget};
 use crate::snapshot::Snapshot;
 use crate::telemetry::AgentState;
 use crate::{exposition, schedule, scrape, source};
@@ -50,6 +51,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         tasks.spawn(pushgateway::deliver(target, snapshot_sender.subscribe(), state.clone(), stop.clone()));
     }
 
+    let remote_writes = open_remote_writes(&config)?;
+    for target in &remote_writes {
+        let sender = remote_write::Sender::new(target.clone()).with_context(|| format!("setting up {}", target.name()))?;
+        tasks.spawn(remote_write::deliver(sender, state.clone(), stop.clone()));
+    }
+
     let (tick_sender, mut tick_receiver) = mpsc::channel(1);
     let mut schedule =
         tokio::spawn(schedule::drive(config.schedule.clone(), config.run_on_start, tick_sender, stop.clone()));
@@ -68,7 +75,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 tokio::select! {
                     () = &mut shutdown => break Ok(()),
                     result = tick(&state) => match result {
-                        Ok(snapshot) => { snapshot_sender.send_replace(Some(snapshot)); }
+                        Ok(snapshot) => {
+                            enqueue(&remote_writes, &snapshot, &config).await;
+                            snapshot_sender.send_replace(Some(snapshot));
+                        }
                         Err(error) => warn!(error = %format!("{error:#}"), "tick failed; serving the last good snapshot"),
                     }
                 }
@@ -128,6 +138,33 @@ pub async fn tick(state: &AgentState) -> anyhow::Result<Arc<Snapshot>> {
     }
 }
 
+/// Opens each remote-write target's queue under `[agent] state_dir`.
+fn open_remote_writes(config: &Config) -> anyhow::Result<Vec<Arc<RemoteWriteTarget>>> {
+    let targets = config.remote_writes.iter().map(|target| {
+        RemoteWriteTarget::open(target.clone(), &config.state_dir)
+            .map(Arc::new)
+            .with_context(|| format!("opening the queue of remote_write {:?} (agent.state_dir)", target.name))
+    });
+    targets.collect()
+}
+
+/// Commits the tick's samples to every remote-write queue, each off the runtime and all at once,
+/// before any of them is sent.
+async fn enqueue(targets: &[Arc<RemoteWriteTarget>], snapshot: &Arc<Snapshot>, config: &Arc<Config>) {
+    let mut queued = JoinSet::new();
+    for target in targets {
+        let (target, snapshot, config) = (target.clone(), snapshot.clone(), config.clone());
+        queued.spawn_blocking(move || (target.name().to_owned(), target.enqueue(&snapshot, &config)));
+    }
+    while let Some(joined) = queued.join_next().await {
+        match joined {
+            Ok((_, Ok(()))) => {}
+            Ok((name, Err(error))) => warn!(target = %name, error = %format!("{error:#}"), "could not queue the tick's samples"),
+            Err(error) => warn!(%error, "a queueing task failed"),
+        }
+    }
+}
+
 /// How many times `once` tries a target, and for how long at most, Retry-After included.
 const ONCE_ATTEMPTS: u32 = 4;
 const ONCE_DEADLINE: Duration = Duration::from_secs(60);
@@ -141,12 +178,23 @@ pub async fn once(config: Config, dry_run: bool) -> anyhow::Result<Option<String
     if dry_run {
         return Ok(Some(body));
     }
+    let remote_writes = open_remote_writes(&state.config)?;
+    enqueue(&remote_writes, &snapshot, &state.config).await;
+    let state = Arc::new(state);
     let mut pushes = JoinSet::new();
     for target in &state.config.pushgateways {
         let mut target = Pushgateway::new(target.clone()).with_context(|| format!("setting up {}", target.name()))?;
         let body = body.clone();
         pushes.spawn(async move {
             let result = target.push(&body, ONCE_ATTEMPTS, tokio::time::sleep(ONCE_DEADLINE)).await;
+            (target.name().to_owned(), result.map_err(|failure| failure.to_string()))
+        });
+    }
+    for target in remote_writes {
+        let sender = remote_write::Sender::new(target.clone()).with_context(|| format!("setting up {}", target.name()))?;
+        let state = state.clone();
+        pushes.spawn(async move {
+            let result = remote_write::drain(sender, &state, ONCE_ATTEMPTS, ONCE_DEADLINE).await;
             (target.name().to_owned(), result)
         });
     }

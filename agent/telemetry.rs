@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::config::Config;
+use crate::remote_write::queue::Backlog;
 use crate::exposition::{Exposition, write_aggregate, write_build_info, write_snapshot_health};
 use crate::snapshot::Snapshot;
 
@@ -38,7 +39,14 @@ pub struct Delivery {
     pub last_duration: Option<Duration>,
     /// Why the last push failed; `None` once one succeeds.
     pub last_error: Option<String>,
+    /// Remote-write only: samples delivered, samples dropped by reason, and what waits.
+    pub samples_sent: u64,
+    pub samples_dropped: BTreeMap<&'static str, u64>,
+    pub backlog: Option<Backlog>,
 }
+
+/// Why remote-write samples were dropped, as the `reason` label says it.
+pub const DROP_REASONS: [&str; 3] = ["too_old", "over_size", "rejected"];
 
 /// How the last tick went, for `/healthz`.
 #[derive(Debug, PartialEq, Eq)]
@@ -52,8 +60,16 @@ pub enum Health {
 
 impl AgentState {
     pub fn new(config: Arc<Config>) -> AgentState {
-        let deliveries =
-            config.pushgateways.iter().map(|target| (target.name().to_owned(), Delivery::default())).collect();
+        let pushgateways = config.pushgateways.iter().map(|target| (target.name().to_owned(), Delivery::default()));
+        let remote_writes = config.remote_writes.iter().map(|target| {
+            let delivery = Delivery {
+                samples_dropped: DROP_REASONS.iter().map(|reason| (*reason, 0)).collect(),
+                backlog: Some(Backlog::default()),
+                ..Delivery::default()
+            };
+            (target.name.clone(), delivery)
+        });
+        let deliveries = pushgateways.chain(remote_writes).collect();
         AgentState { config, inner: Mutex::new(Inner { deliveries, ..Inner::default() }) }
     }
 
@@ -107,6 +123,23 @@ impl AgentState {
         }
     }
 
+    pub fn record_samples_sent(&self, target: &str, n_samples: u64) {
+        self.lock().deliveries.entry(target.to_owned()).or_default().samples_sent += n_samples;
+    }
+
+    pub fn record_samples_dropped(&self, target: &str, reason: &'static str, n_samples: u64) {
+        let mut inner = self.lock();
+        *inner.deliveries.entry(target.to_owned()).or_default().samples_dropped.entry(reason).or_default() += n_samples;
+    }
+
+    pub fn record_backlog(&self, target: &str, backlog: Backlog) {
+        self.lock().deliveries.entry(target.to_owned()).or_default().backlog = Some(backlog);
+    }
+
+    pub fn backlog(&self, target: &str) -> Option<Backlog> {
+        self.lock().deliveries.get(target).and_then(|delivery| delivery.backlog)
+    }
+
     pub fn delivery(&self, target: &str) -> Option<Delivery> {
         self.lock().deliveries.get(target).cloned()
     }
@@ -138,8 +171,57 @@ impl AgentState {
             exposition.sample("apimetrics_agent_tick_duration_seconds", &[], duration.as_secs_f64());
         }
         write_deliveries(&mut exposition, &inner.deliveries);
+        write_remote_write(&mut exposition, &inner.deliveries, now);
         write_build_info(&mut exposition);
         exposition.into_string()
+    }
+}
+
+/// Per remote-write target: samples sent and dropped, and the queue's backlog.
+fn write_remote_write(exposition: &mut Exposition, deliveries: &BTreeMap<String, Delivery>, now: DateTime<Utc>) {
+    let remote_writes: Vec<(&String, &Delivery, Backlog)> =
+        deliveries.iter().filter_map(|(target, delivery)| Some((target, delivery, delivery.backlog?))).collect();
+    if remote_writes.is_empty() {
+        return;
+    }
+    exposition.family(
+        "apimetrics_agent_remote_write_samples_sent_total",
+        "Samples each remote-write receiver accepted.",
+        "counter",
+    );
+    for (target, delivery, _) in &remote_writes {
+        exposition.sample("apimetrics_agent_remote_write_samples_sent_total", &[("target", target)], delivery.samples_sent);
+    }
+    exposition.family(
+        "apimetrics_agent_remote_write_samples_dropped_total",
+        "Samples dropped unsent, by reason: too_old (queue.max_age), over_size (queue.max_bytes), rejected (a 4xx).",
+        "counter",
+    );
+    for (target, delivery, _) in &remote_writes {
+        for (reason, n_samples) in &delivery.samples_dropped {
+            exposition.sample(
+                "apimetrics_agent_remote_write_samples_dropped_total",
+                &[("target", target), ("reason", reason)],
+                n_samples,
+            );
+        }
+    }
+    exposition.family(
+        "apimetrics_agent_remote_write_backlog_samples",
+        "Samples queued for each remote-write receiver, not yet accepted.",
+        "gauge",
+    );
+    for (target, _, backlog) in &remote_writes {
+        exposition.sample("apimetrics_agent_remote_write_backlog_samples", &[("target", target)], backlog.n_samples);
+    }
+    exposition.family(
+        "apimetrics_agent_remote_write_backlog_oldest_age_seconds",
+        "Age of the oldest queued sample; 0 when none waits.",
+        "gauge",
+    );
+    for (target, _, backlog) in &remote_writes {
+        let age = backlog.oldest_timestamp_ms.map_or(0.0, |oldest| (now.timestamp_millis() - oldest).max(0) as f64 / 1000.0);
+        exposition.sample("apimetrics_agent_remote_write_backlog_oldest_age_seconds", &[("target", target)], age);
     }
 }
 

@@ -1,0 +1,218 @@
+//! The durable queue of one remote-write target: every tick's samples are committed here
+//! before any send and removed only after the receiver's 2xx, so a crash, a reboot or a long
+//! outage loses nothing within the queue's bounds. One SQLite file per target, WAL mode,
+//! `synchronous = FULL`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use anyhow::Context;
+use prost::Message;
+use rusqlite::{Connection, params};
+
+use super::request::proto::{TimeSeries, WriteRequest};
+
+/// A stored batch: whole ticks' series (or a part of one too large for one request).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    pub id: i64,
+    pub timestamp_ms: i64,
+    pub n_samples: u64,
+    pub series: Vec<TimeSeries>,
+}
+
+/// What the bounds dropped, in samples.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Dropped {
+    pub too_old: u64,
+    pub over_size: u64,
+}
+
+/// How much waits to be sent.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    pub n_samples: u64,
+    pub oldest_timestamp_ms: Option<i64>,
+}
+
+#[derive(Debug)]
+pub struct Queue {
+    path: PathBuf,
+    connection: Mutex<Connection>,
+}
+
+impl Queue {
+    /// Opens (or creates) the queue at `path`, creating its directory.
+    pub fn open(path: &Path) -> anyhow::Result<Queue> {
+        if let Some(directory) = path.parent() {
+            std::fs::create_dir_all(directory).with_context(|| format!("creating {}", directory.display()))?;
+        }
+        let connection = Connection::open(path).with_context(|| format!("opening the queue {}", path.display()))?;
+        connection
+            .execute_batch(
+                "PRAGMA journal_mode = WAL;
+                 PRAGMA synchronous = FULL;
+                 CREATE TABLE IF NOT EXISTS batches (
+                     id INTEGER PRIMARY KEY AUTOINCREMENT,
+                     timestamp_ms INTEGER NOT NULL,
+                     n_samples INTEGER NOT NULL,
+                     body BLOB NOT NULL
+                 );",
+            )
+            .with_context(|| format!("preparing the queue {}", path.display()))?;
+        connection.busy_timeout(Duration::from_secs(5))?;
+        Ok(Queue { path: path.to_owned(), connection: Mutex::new(connection) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.connection.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Commits one tick's series, split into batches of at most `max_samples` samples.
+    pub fn push(&self, timestamp_ms: i64, series: &[TimeSeries], max_samples: usize) -> anyhow::Result<()> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        for chunk in series.chunks(max_samples.max(1)) {
+            let n_samples: usize = chunk.iter().map(|series| series.samples.len()).sum();
+            let body = WriteRequest { timeseries: chunk.to_vec(), metadata: Vec::new() }.encode_to_vec();
+            transaction.execute(
+                "INSERT INTO batches (timestamp_ms, n_samples, body) VALUES (?1, ?2, ?3)",
+                params![timestamp_ms, n_samples as i64, body],
+            )?;
+        }
+        transaction.commit().with_context(|| format!("committing to the queue {}", self.path.display()))?;
+        Ok(())
+    }
+
+    /// The oldest batches, together holding at most `max_samples` samples (always at least
+    /// one batch when any waits), and at most `max_batches` of them.
+    pub fn oldest(&self, max_samples: u64, max_batches: usize) -> anyhow::Result<Vec<Batch>> {
+        let connection = self.lock();
+        let mut statement =
+            connection.prepare_cached("SELECT id, timestamp_ms, n_samples, body FROM batches ORDER BY id LIMIT ?1")?;
+        let mut rows = statement.query([max_batches as i64])?;
+        let mut batches = Vec::new();
+        let mut n_samples = 0;
+        while let Some(row) = rows.next()? {
+            let batch_samples = row.get::<_, i64>(2)? as u64;
+            if !batches.is_empty() && n_samples + batch_samples > max_samples {
+                break;
+            }
+            let body: Vec<u8> = row.get(3)?;
+            let request = WriteRequest::decode(body.as_slice()).context("a queued batch does not decode")?;
+            n_samples += batch_samples;
+            batches.push(Batch { id: row.get(0)?, timestamp_ms: row.get(1)?, n_samples: batch_samples, series: request.timeseries });
+        }
+        Ok(batches)
+    }
+
+    /// Removes batches that were delivered, or given up on.
+    pub fn remove(&self, ids: &[i64]) -> anyhow::Result<()> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        for id in ids {
+            transaction.execute("DELETE FROM batches WHERE id = ?1", [id])?;
+        }
+        transaction.commit()?;
+        Ok(())
+    }
+
+    /// Drops batches older than `oldest_ms`, then the oldest until the rest fit in `max_bytes`.
+    pub fn enforce_bounds(&self, oldest_ms: i64, max_bytes: u64) -> anyhow::Result<Dropped> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        let too_old: i64 = transaction.query_row(
+            "SELECT coalesce(sum(n_samples), 0) FROM batches WHERE timestamp_ms < ?1",
+            [oldest_ms],
+            |row| row.get(0),
+        )?;
+        transaction.execute("DELETE FROM batches WHERE timestamp_ms < ?1", [oldest_ms])?;
+        // Keep the newest batches whose bodies add up to at most max_bytes.
+        let first_kept: Option<i64> = transaction.query_row(
+            "SELECT min(id) FROM (SELECT id, sum(length(body)) OVER (ORDER BY id DESC) AS newer_bytes FROM batches)
+             WHERE newer_bytes <= ?1",
+            [max_bytes as i64],
+            |row| row.get(0),
+        )?;
+        let first_kept = first_kept.unwrap_or(i64::MAX);
+        let over_size: i64 = transaction.query_row(
+            "SELECT coalesce(sum(n_samples), 0) FROM batches WHERE id < ?1",
+            [first_kept],
+            |row| row.get(0),
+        )?;
+        transaction.execute("DELETE FROM batches WHERE id < ?1", [first_kept])?;
+        transaction.commit()?;
+        Ok(Dropped { too_old: too_old as u64, over_size: over_size as u64 })
+    }
+
+    pub fn backlog(&self) -> anyhow::Result<Backlog> {
+        let connection = self.lock();
+        let (n_samples, oldest_timestamp_ms): (i64, Option<i64>) = connection.query_row(
+            "SELECT coalesce(sum(n_samples), 0), min(timestamp_ms) FROM batches",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        Ok(Backlog { n_samples: n_samples as u64, oldest_timestamp_ms })
+    }
+
+    /// The newest timestamp queued, so a restarted agent never stamps a sample at or before it.
+    pub fn newest_timestamp_ms(&self) -> anyhow::Result<Option<i64>> {
+        Ok(self.lock().query_row("SELECT max(timestamp_ms) FROM batches", [], |row| row.get(0))?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remote_write::request::proto::{Label, Sample};
+
+    fn series(n: usize, timestamp_ms: i64) -> Vec<TimeSeries> {
+        (0..n)
+            .map(|index| TimeSeries {
+                labels: vec![Label { name: "__name__".into(), value: format!("series_{index}") }],
+                samples: vec![Sample { value: index as f64, timestamp: timestamp_ms }],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn batches_survive_reopening_and_leave_only_when_removed() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("queue").join("central.sqlite3");
+        let queue = Queue::open(&path).unwrap();
+        queue.push(1000, &series(5, 1000), 2).unwrap();
+        queue.push(2000, &series(3, 2000), 2).unwrap();
+        drop(queue);
+
+        let queue = Queue::open(&path).unwrap();
+        assert_eq!(queue.backlog().unwrap(), Backlog { n_samples: 8, oldest_timestamp_ms: Some(1000) });
+        let first = queue.oldest(4, 100).unwrap();
+        assert_eq!(first.iter().map(|batch| batch.n_samples).collect::<Vec<_>>(), [2, 2]);
+        assert_eq!(first[0].series, series(5, 1000)[..2]);
+        queue.remove(&first.iter().map(|batch| batch.id).collect::<Vec<_>>()).unwrap();
+        let next = queue.oldest(1, 100).unwrap();
+        assert_eq!(next.len(), 1, "one batch even when it alone exceeds the limit");
+        assert_eq!(next[0].series, series(5, 1000)[4..]);
+        assert_eq!(queue.newest_timestamp_ms().unwrap(), Some(2000));
+    }
+
+    #[test]
+    fn bounds_drop_the_oldest_first_and_count_what_they_drop() {
+        let directory = tempfile::tempdir().unwrap();
+        let queue = Queue::open(&directory.path().join("q.sqlite3")).unwrap();
+        for tick in 0..10 {
+            queue.push(tick * 1000, &series(4, tick * 1000), 100).unwrap();
+        }
+        let dropped = queue.enforce_bounds(3000, u64::MAX).unwrap();
+        assert_eq!(dropped, Dropped { too_old: 12, over_size: 0 });
+        let batch_bytes = WriteRequest { timeseries: series(4, 9000), metadata: Vec::new() }.encode_to_vec().len() as u64;
+        let dropped = queue.enforce_bounds(0, batch_bytes * 2 + 1).unwrap();
+        assert_eq!(dropped, Dropped { too_old: 0, over_size: 20 });
+        assert_eq!(queue.backlog().unwrap(), Backlog { n_samples: 8, oldest_timestamp_ms: Some(8000) });
+    }
+}
