@@ -136,7 +136,7 @@ impl Queue {
         let first_kept: Option<i64> = transaction.query_row(
             "SELECT min(id) FROM (SELECT id, sum(length(body)) OVER (ORDER BY id DESC) AS newer_bytes FROM batches)
              WHERE newer_bytes <= ?1",
-            [max_bytes as i64],
+            [max_bytes.min(i64::MAX as u64) as i64],
             |row| row.get(0),
         )?;
         let first_kept = first_kept.unwrap_or(i64::MAX);
