@@ -443,7 +443,10 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
         if !names.insert(target.name.as_str()) {
             problems.plain(
                 &format!("remote_write[{index}].name"),
-                format_args!("{:?} is taken by an earlier target: give each its own name (it names the queue)", target.name),
+                format_args!(
+                    "{:?} is taken by an earlier target: give each its own name (it names the queue)",
+                    target.name
+                ),
             );
         }
     }

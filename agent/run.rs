@@ -53,7 +53,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
     let remote_writes = open_remote_writes(&config)?;
     for target in &remote_writes {
-        let sender = remote_write::Sender::new(target.clone()).with_context(|| format!("setting up {}", target.name()))?;
+        let sender =
+            remote_write::Sender::new(target.clone()).with_context(|| format!("setting up {}", target.name()))?;
         tasks.spawn(remote_write::deliver(sender, state.clone(), stop.clone()));
     }
 
@@ -159,7 +160,9 @@ async fn enqueue(targets: &[Arc<RemoteWriteTarget>], snapshot: &Arc<Snapshot>, c
     while let Some(joined) = queued.join_next().await {
         match joined {
             Ok((_, Ok(()))) => {}
-            Ok((name, Err(error))) => warn!(target = %name, error = %format!("{error:#}"), "could not queue the tick's samples"),
+            Ok((name, Err(error))) => {
+                warn!(target = %name, error = %format!("{error:#}"), "could not queue the tick's samples")
+            }
             Err(error) => warn!(%error, "a queueing task failed"),
         }
     }
@@ -191,7 +194,8 @@ pub async fn once(config: Config, dry_run: bool) -> anyhow::Result<Option<String
         });
     }
     for target in remote_writes {
-        let sender = remote_write::Sender::new(target.clone()).with_context(|| format!("setting up {}", target.name()))?;
+        let sender =
+            remote_write::Sender::new(target.clone()).with_context(|| format!("setting up {}", target.name()))?;
         let state = state.clone();
         pushes.spawn(async move {
             let result = remote_write::drain(sender, &state, ONCE_ATTEMPTS, ONCE_DEADLINE).await;

@@ -8,8 +8,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::config::Config;
-use crate::remote_write::queue::Backlog;
 use crate::exposition::{Exposition, write_aggregate, write_build_info, write_snapshot_health};
+use crate::remote_write::queue::Backlog;
 use crate::snapshot::Snapshot;
 
 /// The state every outlet reads. Outlets render the snapshot; none of them queries the database.
@@ -190,7 +190,11 @@ fn write_remote_write(exposition: &mut Exposition, deliveries: &BTreeMap<String,
         "counter",
     );
     for (target, delivery, _) in &remote_writes {
-        exposition.sample("apimetrics_agent_remote_write_samples_sent_total", &[("target", target)], delivery.samples_sent);
+        exposition.sample(
+            "apimetrics_agent_remote_write_samples_sent_total",
+            &[("target", target)],
+            delivery.samples_sent,
+        );
     }
     exposition.family(
         "apimetrics_agent_remote_write_samples_dropped_total",
@@ -220,7 +224,8 @@ fn write_remote_write(exposition: &mut Exposition, deliveries: &BTreeMap<String,
         "gauge",
     );
     for (target, _, backlog) in &remote_writes {
-        let age = backlog.oldest_timestamp_ms.map_or(0.0, |oldest| (now.timestamp_millis() - oldest).max(0) as f64 / 1000.0);
+        let age =
+            backlog.oldest_timestamp_ms.map_or(0.0, |oldest| (now.timestamp_millis() - oldest).max(0) as f64 / 1000.0);
         exposition.sample("apimetrics_agent_remote_write_backlog_oldest_age_seconds", &[("target", target)], age);
     }
 }

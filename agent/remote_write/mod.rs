@@ -18,7 +18,7 @@ use serde::Deserialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use toml::Spanned;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use self::queue::{Backlog, Batch, Queue};
 use self::request::LabelSet;
@@ -95,7 +95,9 @@ impl RemoteWriteConfig {
 pub fn validate(problems: &mut Problems<'_>, index: usize, raw: &RawRemoteWrite, base: &Path) -> RemoteWriteConfig {
     let key = format!("remote_write[{index}]");
     let url = match Url::parse(raw.url.get_ref()) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") && url.username().is_empty() && url.password().is_none() => {
+        Ok(url)
+            if matches!(url.scheme(), "http" | "https") && url.username().is_empty() && url.password().is_none() =>
+        {
             Some(url)
         }
         _ => {
@@ -166,7 +168,8 @@ fn name_from_url(url: &Url) -> String {
         raw.push_str(&format!("_{port}"));
     }
     raw.push_str(url.path());
-    let name: String = raw.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '.') { c } else { '_' }).collect();
+    let name: String =
+        raw.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '.') { c } else { '_' }).collect();
     name.trim_matches('_').to_owned()
 }
 
@@ -205,6 +208,7 @@ impl RemoteWriteTarget {
             .with_context(|| format!("queueing the tick for {}", self.name()))?;
         *previous = (timestamp_ms, sent);
         drop(previous);
+        debug!(target = %self.name(), timestamp_ms, n_series = series.len(), "queued a tick");
         self.wake.notify_one();
         Ok(())
     }
@@ -217,8 +221,10 @@ enum Step {
     Idle,
     /// A request succeeded; more may wait.
     Sent,
-    /// Batches were dropped or regrouped; go on at once.
+    /// A refused request's batches are to go one at a time; go on at once.
     Regrouped,
+    /// The receiver refused these samples for good; they were dropped. Go on at once.
+    Rejected { n_samples: u64, reason: String },
     /// The request failed and may pass later: wait this long.
     Retry(Duration, Failure),
 }
@@ -282,7 +288,10 @@ impl Sender {
             return Ok(Step::Idle);
         }
         if let Some(wait) = self.not_before.and_then(|at| at.checked_duration_since(Instant::now())) {
-            return Ok(Step::Retry(wait, Failure::Retryable { reason: "waiting for Retry-After".into(), retry_after: None }));
+            return Ok(Step::Retry(
+                wait,
+                Failure::Retryable { reason: "waiting for Retry-After".into(), retry_after: None },
+            ));
         }
 
         let n_samples: u64 = batches.iter().map(|batch| batch.n_samples).sum();
@@ -319,7 +328,7 @@ impl Sender {
                 self.with_queue(move |queue| queue.remove(&ids)).await?;
                 state.record_samples_dropped(&name, "rejected", n_samples);
                 warn!(target = %name, n_samples, %reason, "the receiver refused these samples; dropped them");
-                Ok(Step::Regrouped)
+                Ok(Step::Rejected { n_samples, reason })
             }
         }
     }
@@ -357,7 +366,7 @@ pub async fn deliver(mut sender: Sender, state: Arc<AgentState>, stop: Cancellat
                 }
             }
             Ok(Step::Sent) => MIN_SEND_INTERVAL,
-            Ok(Step::Regrouped) => Duration::ZERO,
+            Ok(Step::Regrouped | Step::Rejected { .. }) => Duration::ZERO,
             Ok(Step::Retry(wait, _)) => wait,
             Err(error) => {
                 warn!(target = %target.name(), error = %format!("{error:#}"), "the remote-write queue failed; trying again");
@@ -372,17 +381,30 @@ pub async fn deliver(mut sender: Sender, state: Arc<AgentState>, stop: Cancellat
 }
 
 /// For `once`: sends everything queued, retrying failures up to `max_failures` times in a row
-/// within `deadline`. `Err` says why samples stay queued.
-pub async fn drain(mut sender: Sender, state: &AgentState, max_failures: u32, deadline: Duration) -> Result<(), String> {
+/// within `deadline`. `Err` says why samples stay queued, or which the receiver refused.
+pub async fn drain(
+    mut sender: Sender,
+    state: &AgentState,
+    max_failures: u32,
+    deadline: Duration,
+) -> Result<(), String> {
     let give_up_at = Instant::now() + deadline;
     let mut n_failures = 0;
+    let mut rejected: Option<(u64, String)> = None;
     loop {
         match sender.step(state).await.map_err(|error| format!("{error:#}"))? {
             Step::Idle => {
+                if let Some((n_samples, reason)) = rejected {
+                    return Err(format!("the receiver refused {n_samples} samples, which were dropped: {reason}"));
+                }
                 info!(target = %sender.target.name(), "sent everything queued");
                 return Ok(());
             }
             Step::Sent | Step::Regrouped => n_failures = 0,
+            Step::Rejected { n_samples, reason } => {
+                let total = rejected.as_ref().map_or(0, |(n, _)| *n) + n_samples;
+                rejected = Some((total, reason));
+            }
             Step::Retry(wait, failure) => {
                 n_failures += 1;
                 if n_failures >= max_failures || Instant::now() + wait > give_up_at {

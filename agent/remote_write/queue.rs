@@ -106,7 +106,12 @@ impl Queue {
             let body: Vec<u8> = row.get(3)?;
             let request = WriteRequest::decode(body.as_slice()).context("a queued batch does not decode")?;
             n_samples += batch_samples;
-            batches.push(Batch { id: row.get(0)?, timestamp_ms: row.get(1)?, n_samples: batch_samples, series: request.timeseries });
+            batches.push(Batch {
+                id: row.get(0)?,
+                timestamp_ms: row.get(1)?,
+                n_samples: batch_samples,
+                series: request.timeseries,
+            });
         }
         Ok(batches)
     }
@@ -152,11 +157,10 @@ impl Queue {
 
     pub fn backlog(&self) -> anyhow::Result<Backlog> {
         let connection = self.lock();
-        let (n_samples, oldest_timestamp_ms): (i64, Option<i64>) = connection.query_row(
-            "SELECT coalesce(sum(n_samples), 0), min(timestamp_ms) FROM batches",
-            [],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )?;
+        let (n_samples, oldest_timestamp_ms): (i64, Option<i64>) =
+            connection.query_row("SELECT coalesce(sum(n_samples), 0), min(timestamp_ms) FROM batches", [], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })?;
         Ok(Backlog { n_samples: n_samples as u64, oldest_timestamp_ms })
     }
 
@@ -210,7 +214,8 @@ mod tests {
         }
         let dropped = queue.enforce_bounds(3000, u64::MAX).unwrap();
         assert_eq!(dropped, Dropped { too_old: 12, over_size: 0 });
-        let batch_bytes = WriteRequest { timeseries: series(4, 9000), metadata: Vec::new() }.encode_to_vec().len() as u64;
+        let batch_bytes =
+            WriteRequest { timeseries: series(4, 9000), metadata: Vec::new() }.encode_to_vec().len() as u64;
         let dropped = queue.enforce_bounds(0, batch_bytes * 2 + 1).unwrap();
         assert_eq!(dropped, Dropped { too_old: 0, over_size: 20 });
         assert_eq!(queue.backlog().unwrap(), Backlog { n_samples: 8, oldest_timestamp_ms: Some(8000) });

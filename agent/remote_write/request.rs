@@ -125,7 +125,8 @@ mod tests {
 
     #[test]
     fn labels_are_sorted_with_the_name_and_without_empty_values() {
-        let constant = BTreeMap::from([("site".to_owned(), "nairobi-1".to_owned()), ("job".to_owned(), "apimetrics".to_owned())]);
+        let constant =
+            BTreeMap::from([("site".to_owned(), "nairobi-1".to_owned()), ("job".to_owned(), "apimetrics".to_owned())]);
         let labels = label_set("api_transactions", &[("status", "Pending"), ("api", "")], &constant);
         assert_eq!(
             names(&labels),
@@ -136,15 +137,14 @@ mod tests {
     #[test]
     fn a_series_that_leaves_gets_one_stale_marker() {
         let constant = BTreeMap::new();
-        let (first, sent) = tick_series(&snapshot(&[("A", "Pending", 2), ("B", "Failed", 1)]), &metric(), &constant, 1000, &[]);
+        let (first, sent) =
+            tick_series(&snapshot(&[("A", "Pending", 2), ("B", "Failed", 1)]), &metric(), &constant, 1000, &[]);
         assert_eq!(first.len(), 5);
         let (second, sent) = tick_series(&snapshot(&[("A", "Pending", 3)]), &metric(), &constant, 2000, &sent);
-        let stale: Vec<_> = second.iter().filter(|series| series.samples[0].value.to_bits() == STALE_NAN_BITS).collect();
+        let stale: Vec<_> =
+            second.iter().filter(|series| series.samples[0].value.to_bits() == STALE_NAN_BITS).collect();
         assert_eq!(stale.len(), 1);
-        assert_eq!(
-            names(&stale[0].labels),
-            [("__name__", "api_transactions"), ("api", "B"), ("status", "Failed")]
-        );
+        assert_eq!(names(&stale[0].labels), [("__name__", "api_transactions"), ("api", "B"), ("status", "Failed")]);
         assert_eq!(stale[0].samples[0].timestamp, 2000);
         let (third, _) = tick_series(&snapshot(&[("A", "Pending", 3)]), &metric(), &constant, 3000, &sent);
         assert!(third.iter().all(|series| !series.samples[0].value.is_nan()), "a marker is sent once");
@@ -154,7 +154,8 @@ mod tests {
     fn the_body_is_snappy_block_format_of_the_protobuf() {
         let (series, _) = tick_series(&snapshot(&[("A", "Pending", 2)]), &metric(), &BTreeMap::new(), 1000, &[]);
         let body = encode(series.clone(), metadata(&metric()));
-        let decoded = WriteRequest::decode(snap::raw::Decoder::new().decompress_vec(&body).unwrap().as_slice()).unwrap();
+        let decoded =
+            WriteRequest::decode(snap::raw::Decoder::new().decompress_vec(&body).unwrap().as_slice()).unwrap();
         assert_eq!(decoded.timeseries, series);
         assert_eq!(decoded.metadata[0].metric_family_name, "api_transactions");
         // The framed format would start with its stream identifier chunk.

@@ -5,6 +5,7 @@ mod cli;
 mod django;
 mod peers;
 mod pushgateway;
+mod remote_write;
 mod run;
 mod source;
 mod support;

@@ -57,6 +57,43 @@ pub fn pushgateway(web_config: Option<&Path>) -> Peer {
     Peer { child, port }
 }
 
+/// Debian's prometheus as a remote-write receiver, storing under `directory`.
+pub fn prometheus_receiver(directory: &Path, port: u16) -> Peer {
+    let config = directory.join("prometheus.yml");
+    std::fs::write(&config, "global:\n  scrape_interval: 1h\n").unwrap();
+    let mut child = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", directory.join("tsdb").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--web.enable-remote-write-receiver")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus (Debian package; tests/run installs it)");
+    wait_until_listening(port, "Prometheus", &mut child);
+    wait_for("Prometheus to be ready", Duration::from_secs(30), || {
+        let (status, _) = crate::support::http_get(&format!("http://127.0.0.1:{port}/-/ready"))?;
+        (status == 200).then_some(())
+    });
+    Peer { child, port }
+}
+
+/// Debian's victoria-metrics, storing under `directory`, answering queries without delay.
+pub fn victoria_metrics(directory: &Path) -> Peer {
+    let port = free_port();
+    let mut child = Command::new("victoria-metrics")
+        .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+        .arg(format!("-storageDataPath={}", directory.join("victoria").display()))
+        .arg("-search.latencyOffset=0s")
+        .arg("-search.disableCache")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("victoria-metrics (Debian package; tests/run installs it)");
+    wait_until_listening(port, "VictoriaMetrics", &mut child);
+    Peer { child, port }
+}
+
 /// Debian's tinyproxy in the foreground, logging every request to `log`.
 pub fn tinyproxy(directory: &Path) -> (Peer, std::path::PathBuf) {
     let port = free_port();

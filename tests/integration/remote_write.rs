@@ -1,0 +1,379 @@
+//! The remote-write outlet against Debian's prometheus (remote-write receiver) and
+//! victoria-metrics, read back through their query APIs; an outage with the agent killed and
+//! restarted; and a hand-made receiver for the wire, retries and refusals.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use apimetrics_agent::remote_write::request::STALE_NAN_BITS;
+use apimetrics_agent::remote_write::request::proto::WriteRequest;
+use prost::Message;
+
+use crate::peers::*;
+use crate::support::*;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn site_with_transactions() -> Site {
+    let site = Site::new();
+    let express = site.add_api("Mpesa Express");
+    let b2c = site.add_api("Mpesa B2C");
+    let pending = site.add_status("Pending");
+    let failed = site.add_status("Failed");
+    site.add_transactions(3, express, pending, &hours_ago(1.0));
+    site.add_transactions(2, b2c, failed, &hours_ago(5.0));
+    site
+}
+
+/// The result of an instant query: each series' labels and value.
+fn query(port: u16, promql: &str) -> Vec<(BTreeMap<String, String>, String)> {
+    let url =
+        reqwest::Url::parse_with_params(&format!("http://127.0.0.1:{port}/api/v1/query"), [("query", promql)]).unwrap();
+    let body = reqwest::blocking::Client::new().get(url).send().unwrap().text().unwrap();
+    let response: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(response["status"], "success", "{response}");
+    let results = response["data"]["result"].as_array().unwrap();
+    let value_of = |result: &serde_json::Value| {
+        if result["value"].is_array() {
+            result["value"][1].as_str().unwrap().to_owned()
+        } else {
+            result["values"].to_string()
+        }
+    };
+    results.iter().map(|result| (serde_json::from_value(result["metric"].clone()).unwrap(), value_of(result))).collect()
+}
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect()
+}
+
+#[test]
+fn prometheus_receives_exact_values_and_label_sets() {
+    let site = site_with_transactions();
+    let port = free_port();
+    let _prometheus = prometheus_receiver(site.directory.path(), port);
+    let config = site.config(
+        "15s",
+        &format!(
+            "[labels]\njob = \"apimetrics\"\ninstance = \"nairobi-1\"\n\
+             [[remote_write]]\nurl = \"http://127.0.0.1:{port}/api/v1/write\"\n"
+        ),
+    );
+    let output = run_agent(&config, &["once"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let mut received = query(port, "api_transactions");
+    received.sort();
+    let common = [("__name__", "api_transactions"), ("job", "apimetrics"), ("instance", "nairobi-1")];
+    let expected = |api: &str, status: &str, value: &str| {
+        let mut pairs = common.to_vec();
+        pairs.extend([("api", api), ("status", status)]);
+        (labels(&pairs), value.to_owned())
+    };
+    let mut wanted = vec![
+        expected("Mpesa B2C", "Failed", "2"),
+        expected("Mpesa B2C", "Pending", "0"),
+        expected("Mpesa Express", "Failed", "0"),
+        expected("Mpesa Express", "Pending", "3"),
+    ];
+    wanted.sort();
+    assert_eq!(received, wanted);
+    let rows = query(port, "apimetrics_agent_rows_in_window");
+    assert_eq!(
+        rows,
+        [(
+            labels(&[
+                ("__name__", "apimetrics_agent_rows_in_window"),
+                ("job", "apimetrics"),
+                ("instance", "nairobi-1")
+            ]),
+            "5".to_owned()
+        )]
+    );
+}
+
+#[test]
+fn victoria_metrics_receives_exact_values() {
+    let site = site_with_transactions();
+    let victoria = victoria_metrics(site.directory.path());
+    let config = site.config(
+        "15s",
+        &format!(
+            "[labels]\nsite = \"nairobi-1\"\n[[remote_write]]\nurl = \"http://127.0.0.1:{}/api/v1/write\"\n",
+            victoria.port
+        ),
+    );
+    let output = run_agent(&config, &["once"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let received = wait_for("VictoriaMetrics to make the samples searchable", DEADLINE, || {
+        let mut received = query(victoria.port, "api_transactions");
+        received.sort();
+        (received.len() == 4).then_some(received)
+    });
+    let values: Vec<(&str, &str, &str, &str)> = received
+        .iter()
+        .map(|(labels, value)| {
+            (labels["api"].as_str(), labels["status"].as_str(), labels["site"].as_str(), value.as_str())
+        })
+        .collect();
+    assert_eq!(
+        values,
+        [
+            ("Mpesa B2C", "Failed", "nairobi-1", "2"),
+            ("Mpesa B2C", "Pending", "nairobi-1", "0"),
+            ("Mpesa Express", "Failed", "nairobi-1", "0"),
+            ("Mpesa Express", "Pending", "nairobi-1", "3"),
+        ]
+    );
+}
+
+/// The timestamps of the ticks the agent queued, from its debug log.
+fn queued_ticks(log: &str) -> Vec<i64> {
+    log.lines()
+        .filter(|line| line.contains("queued a tick"))
+        .map(|line| line.split("timestamp_ms=").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn an_outage_with_a_killed_agent_leaves_no_hole() {
+    let site = site_with_transactions();
+    let receiver_port = free_port();
+    let scrape_port = free_port();
+    let config = site.config(
+        "300ms",
+        &format!(
+            "[scrape]\nlisten = \"127.0.0.1:{scrape_port}\"\n\
+             [[remote_write]]\nname = \"central\"\nurl = \"http://127.0.0.1:{receiver_port}/api/v1/write\"\ntimeout = \"1s\"\n"
+        ),
+    );
+    let start = || {
+        let log = site.directory.path().join(format!("agent-{}.log", free_port()));
+        let child = agent(&config)
+            .arg("run")
+            .env("RUST_LOG", "info,apimetrics_agent::remote_write=debug")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Running::adopt(child, scrape_port, log)
+    };
+    let backlog = |agent: &Running| {
+        value_of(
+            &parse_exposition(&agent.metrics()),
+            "apimetrics_agent_remote_write_backlog_samples",
+            &[("target", "central")],
+        )
+    };
+
+    // The receiver is down: ticks queue up. Then the agent dies without a word.
+    let mut first = start();
+    wait_for("a backlog of several ticks", DEADLINE, || (backlog(&first)? >= 4.0 * 7.0).then_some(()));
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let first_ticks = queued_ticks(&first.log());
+    drop(first);
+
+    // Restarted, it finds its backlog and keeps queueing; then the receiver comes back.
+    let second = start();
+    wait_for("more ticks queued after the restart", DEADLINE, || {
+        (queued_ticks(&second.log()).len() >= 3).then_some(())
+    });
+    let _prometheus = prometheus_receiver(site.directory.path(), receiver_port);
+    wait_for("the backlog to drain", DEADLINE, || (backlog(&second)? == 0.0).then_some(()));
+    let local = parse_exposition(&second.metrics());
+    let sent = value_of(&local, "apimetrics_agent_remote_write_samples_sent_total", &[("target", "central")]).unwrap();
+    let (status, log) = second.terminate();
+    assert_eq!(status.code(), Some(0), "{log}");
+
+    let ticks: Vec<i64> = first_ticks.iter().copied().chain(queued_ticks(&log)).collect();
+    assert!(ticks.windows(2).all(|pair| pair[0] < pair[1]), "tick timestamps strictly increase: {ticks:?}");
+    // Every tick's sample is there, in order, once.
+    let range = query(receiver_port, "api_transactions{api=\"Mpesa Express\",status=\"Pending\"}[10m]");
+    let samples: Vec<(f64, String)> = serde_json::from_str(&range[0].1).unwrap();
+    let stored: Vec<i64> = samples.iter().map(|(at, _)| (at * 1000.0).round() as i64).collect();
+    assert_eq!(stored, ticks);
+    // Seven series a tick (four pairs, rows in window, two skip reasons): nothing was sent twice.
+    assert_eq!(sent, (ticks.len() * 7) as f64, "the restarted agent sent each queued sample once");
+}
+
+fn fake_target(server: &FakeServer, extra: &str) -> String {
+    format!("[[remote_write]]\nname = \"central\"\nurl = \"{}/api/v1/push\"\n{extra}", server.url())
+}
+
+fn decode(body: &[u8]) -> WriteRequest {
+    let raw = snap::raw::Decoder::new().decompress_vec(body).expect("a snappy block (not framed) body");
+    WriteRequest::decode(raw.as_slice()).unwrap()
+}
+
+#[test]
+fn the_wire_is_remote_write_1_0_and_a_500_is_retried_with_the_same_batch() {
+    let server = FakeServer::start(vec![Reply::status(500), Reply::status(204)]);
+    let site = site_with_transactions();
+    let config = site.config(
+        "15s",
+        &format!(
+            "[labels]\nsite = \"nairobi-1\"\n{}",
+            fake_target(&server, "headers = { \"X-Scope-OrgID\" = \"tenant-1\" }\n")
+        ),
+    );
+    let output = run_agent(&config, &["once"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let received = server.received();
+    assert_eq!(received.len(), 2);
+    assert_eq!(received[0].body, received[1].body, "the retry carries the same batch");
+    let request = &received[1];
+    assert_eq!((request.method.as_str(), request.path.as_str()), ("POST", "/api/v1/push"));
+    assert_eq!(request.headers["content-encoding"], "snappy");
+    assert_eq!(request.headers["content-type"], "application/x-protobuf");
+    assert_eq!(request.headers["x-prometheus-remote-write-version"], "0.1.0");
+    assert_eq!(request.headers["x-scope-orgid"], "tenant-1");
+    assert!(request.headers["user-agent"].starts_with("apimetrics-agent/"));
+    let write = decode(&request.body);
+    assert_eq!(write.timeseries.len(), 7);
+    let timestamp = write.timeseries[0].samples[0].timestamp;
+    for series in &write.timeseries {
+        let names: Vec<&str> = series.labels.iter().map(|label| label.name.as_str()).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(names, sorted, "labels sorted by name, none twice");
+        assert!(names.contains(&"__name__") && names.contains(&"site"));
+        assert!(series.labels.iter().all(|label| !label.value.is_empty()));
+        assert_eq!(series.samples.len(), 1);
+        assert_eq!(series.samples[0].timestamp, timestamp);
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    assert!((now - 60_000..=now).contains(&timestamp), "stamped with the tick's time");
+}
+
+#[test]
+fn a_400_is_not_retried_and_the_refused_samples_are_counted() {
+    let server = FakeServer::start(vec![Reply::status(400).with_body("out of bounds"), Reply::status(204)]);
+    let site = site_with_transactions();
+    let config = site.config("15s", &fake_target(&server, ""));
+    let output = run_agent(&config, &["once"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(server.received().len(), 1);
+    let message = stderr(&output);
+    assert!(
+        message.contains(
+            "central: the receiver refused 7 samples, which were dropped: HTTP 400 Bad Request: out of bounds"
+        ),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_429_waits_for_retry_after_and_a_hang_is_retried_after_the_timeout() {
+    let server = FakeServer::start(vec![
+        Reply::status(429).with_header("Retry-After", "2"),
+        Reply::status(204).after(Duration::from_secs(5)),
+        Reply::status(204),
+    ]);
+    let site = site_with_transactions();
+    let config = site.config("15s", &fake_target(&server, "timeout = \"500ms\"\n"));
+    let output = run_agent(&config, &["once"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let received = server.received();
+    assert_eq!(received.len(), 3);
+    assert!(received[1].at - received[0].at >= Duration::from_secs(2), "Retry-After was not honoured");
+    assert!(stderr(&output).contains("timed out"), "{}", stderr(&output));
+    assert_eq!(received[1].body, received[2].body);
+}
+
+#[test]
+fn a_refused_request_is_split_so_the_receiver_keeps_what_it_accepts() {
+    let site = site_with_transactions();
+    // First run: the receiver fails, the tick stays queued.
+    let down = FakeServer::start(vec![Reply::status(503)]);
+    let config = site.config("15s", &fake_target(&down, ""));
+    let output = run_agent(&config, &["once"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("7 samples stay queued"), "{}", stderr(&output));
+
+    // Second run: two ticks queued; the receiver refuses them together, accepts them one by one.
+    let picky = FakeServer::start(vec![Reply::status(400).with_body("out of order"), Reply::status(204)]);
+    let config = site.config("15s", &fake_target(&picky, ""));
+    let output = run_agent(&config, &["once"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let sizes: Vec<usize> = picky.received().iter().map(|request| decode(&request.body).timeseries.len()).collect();
+    assert_eq!(sizes, [14, 7, 7]);
+    let stamps: Vec<i64> =
+        picky.received()[1..].iter().map(|request| decode(&request.body).timeseries[0].samples[0].timestamp).collect();
+    assert!(stamps[0] < stamps[1], "oldest first: {stamps:?}");
+}
+
+#[test]
+fn max_samples_per_send_splits_a_tick() {
+    let server = FakeServer::start(vec![Reply::status(204)]);
+    let site = site_with_transactions();
+    let config = site.config("15s", &fake_target(&server, "max_samples_per_send = 3\n"));
+    let output = run_agent(&config, &["once"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let sizes: Vec<usize> = server.received().iter().map(|request| decode(&request.body).timeseries.len()).collect();
+    assert_eq!(sizes, [3, 3, 1]);
+}
+
+#[test]
+fn a_series_that_leaves_gets_a_stale_marker() {
+    let server = FakeServer::start(vec![Reply::status(204)]);
+    let site = site_with_transactions();
+    let port = free_port();
+    let config = site.config(
+        "300ms",
+        &format!("[metric]\nzero_fill = false\n[scrape]\nlisten = \"127.0.0.1:{port}\"\n{}", fake_target(&server, "")),
+    );
+    let agent = Running::start(&config, port);
+    let is_b2c = |series: &apimetrics_agent::remote_write::request::proto::TimeSeries| {
+        series.labels.iter().any(|label| label.name == "api" && label.value == "Mpesa B2C")
+    };
+    wait_for("a tick with the B2C series", DEADLINE, || {
+        server.received().iter().any(|request| decode(&request.body).timeseries.iter().any(is_b2c)).then_some(())
+    });
+    site.connect().execute_batch("DELETE FROM apiMetrics_transaction WHERE api_id = 2").unwrap();
+    let marker = wait_for("the stale marker", DEADLINE, || {
+        server
+            .received()
+            .iter()
+            .flat_map(|request| decode(&request.body).timeseries)
+            .find(|series| is_b2c(series) && series.samples[0].value.to_bits() == STALE_NAN_BITS)
+    });
+    let names: Vec<(&str, &str)> =
+        marker.labels.iter().map(|label| (label.name.as_str(), label.value.as_str())).collect();
+    assert_eq!(names, [("__name__", "api_transactions"), ("api", "Mpesa B2C"), ("status", "Failed")]);
+    let (status, _) = agent.terminate();
+    assert_eq!(status.code(), Some(0));
+    let markers = server
+        .received()
+        .iter()
+        .flat_map(|request| decode(&request.body).timeseries)
+        .filter(|series| is_b2c(series) && series.samples[0].value.is_nan())
+        .count();
+    assert_eq!(markers, 1, "one marker, not one per tick");
+}
+
+#[test]
+fn remote_write_settings_are_checked_before_anything_runs() {
+    let site = site_with_transactions();
+    let config = site.config(
+        "15s",
+        "[[remote_write]]\nname = \"central\"\nurl = \"http://a:9090/api/v1/write\"\nqueue = { max_bytes = \"lots\", max_age = \"0s\" }\n\
+         [[remote_write]]\nname = \"central\"\nurl = \"ftp://b/write\"\nmax_samples_per_send = 0\n\
+         [[remote_write]]\nname = \"has space\"\nurl = \"http://user:pw@c/write\"\n",
+    );
+    let output = run_agent(&config, &["check"]);
+    assert_eq!(output.status.code(), Some(2));
+    let message = stderr(&output);
+    for expected in [
+        "remote_write[0].queue.max_bytes: \"lots\" is not a size",
+        "remote_write[0].queue.max_age: must be longer than zero",
+        "remote_write[1].url: \"ftp://b/write\" is not an http(s) URL",
+        "remote_write[1].max_samples_per_send: must be from 1 to 1000000",
+        "remote_write[1].name: \"central\" is taken by an earlier target",
+        "remote_write[2].name: use letters, digits",
+        "remote_write[2].url: \"http://user:pw@c/write\" is not an http(s) URL without credentials",
+    ] {
+        assert!(message.contains(expected), "missing {expected:?} in:\n{message}");
+    }
+}
