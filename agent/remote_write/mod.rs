@@ -334,8 +334,7 @@ impl Sender {
     }
 
     async fn send(&self, batches: &[Batch]) -> Result<(), Failure> {
-        let series = batches.iter().flat_map(|batch| batch.series.iter().cloned()).collect();
-        let body = request::encode(series, Vec::new());
+        let body = request::encode(batches.iter().flat_map(|batch| &batch.series), &[]);
         let request = self
             .client
             .post(self.target.config.url.clone())
@@ -400,7 +399,11 @@ pub async fn drain(
                 info!(target = %sender.target.name(), "sent everything queued");
                 return Ok(());
             }
-            Step::Sent | Step::Regrouped => n_failures = 0,
+            Step::Sent => {
+                n_failures = 0;
+                tokio::time::sleep(MIN_SEND_INTERVAL).await;
+            }
+            Step::Regrouped => n_failures = 0,
             Step::Rejected { n_samples, reason } => {
                 let total = rejected.as_ref().map_or(0, |(n, _)| *n) + n_samples;
                 rejected = Some((total, reason));

@@ -1,7 +1,7 @@
 //! The durable queue of one remote-write target: every tick's samples are committed here
 //! before any send and removed only after the receiver's 2xx, so a crash, a reboot or a long
 //! outage loses nothing within the queue's bounds. One SQLite file per target, WAL mode,
-//! `synchronous = FULL`.
+//! `synchronous = FULL`; each batch is stored as snappy-compressed protobuf.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -79,7 +79,8 @@ impl Queue {
         let transaction = connection.transaction()?;
         for chunk in series.chunks(max_samples.max(1)) {
             let n_samples: usize = chunk.iter().map(|series| series.samples.len()).sum();
-            let body = WriteRequest { timeseries: chunk.to_vec(), metadata: Vec::new() }.encode_to_vec();
+            let protobuf = WriteRequest { timeseries: chunk.to_vec(), metadata: Vec::new() }.encode_to_vec();
+            let body = snap::raw::Encoder::new().compress_vec(&protobuf).expect("snappy compresses any input");
             transaction.execute(
                 "INSERT INTO batches (timestamp_ms, n_samples, body) VALUES (?1, ?2, ?3)",
                 params![timestamp_ms, n_samples as i64, body],
@@ -104,7 +105,9 @@ impl Queue {
                 break;
             }
             let body: Vec<u8> = row.get(3)?;
-            let request = WriteRequest::decode(body.as_slice()).context("a queued batch does not decode")?;
+            let protobuf =
+                snap::raw::Decoder::new().decompress_vec(&body).context("a queued batch does not decompress")?;
+            let request = WriteRequest::decode(protobuf.as_slice()).context("a queued batch does not decode")?;
             n_samples += batch_samples;
             batches.push(Batch {
                 id: row.get(0)?,

@@ -4,8 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use prost::Message;
-
 use crate::config::MetricConfig;
 use crate::snapshot::Snapshot;
 
@@ -14,7 +12,7 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
 }
 
-use proto::{Label, MetricMetadata, Sample, TimeSeries, WriteRequest};
+use proto::{Label, MetricMetadata, Sample, TimeSeries};
 
 /// Prometheus's staleness marker: a NaN with exactly these bits tells the receiver the series
 /// ended, so graphs stop drawing it at once instead of five minutes later.
@@ -87,10 +85,18 @@ pub fn metadata(metric: &MetricConfig) -> Vec<MetricMetadata> {
     .collect()
 }
 
-/// The request body: the protobuf `WriteRequest`, compressed with snappy's block format.
-pub fn encode(timeseries: Vec<TimeSeries>, metadata: Vec<MetricMetadata>) -> Vec<u8> {
-    let request = WriteRequest { timeseries, metadata };
-    snap::raw::Encoder::new().compress_vec(&request.encode_to_vec()).expect("snappy compresses any input")
+/// The request body: the protobuf `WriteRequest` of these series and metadata, compressed with
+/// snappy's block format. Encoded field by field, as `WriteRequest` would be, without copying
+/// the series into one.
+pub fn encode<'a>(timeseries: impl IntoIterator<Item = &'a TimeSeries>, metadata: &[MetricMetadata]) -> Vec<u8> {
+    let mut protobuf = Vec::new();
+    for series in timeseries {
+        prost::encoding::message::encode(1, series, &mut protobuf);
+    }
+    for family in metadata {
+        prost::encoding::message::encode(3, family, &mut protobuf);
+    }
+    snap::raw::Encoder::new().compress_vec(&protobuf).expect("snappy compresses any input")
 }
 
 #[cfg(test)]
@@ -98,6 +104,8 @@ mod tests {
     use super::*;
     use crate::snapshot::Series;
     use chrono::DateTime;
+    use prost::Message;
+    use proto::WriteRequest;
     use std::time::Duration;
 
     fn snapshot(series: &[(&str, &str, u64)]) -> Snapshot {
@@ -153,9 +161,11 @@ mod tests {
     #[test]
     fn the_body_is_snappy_block_format_of_the_protobuf() {
         let (series, _) = tick_series(&snapshot(&[("A", "Pending", 2)]), &metric(), &BTreeMap::new(), 1000, &[]);
-        let body = encode(series.clone(), metadata(&metric()));
-        let decoded =
-            WriteRequest::decode(snap::raw::Decoder::new().decompress_vec(&body).unwrap().as_slice()).unwrap();
+        let body = encode(&series, &metadata(&metric()));
+        let protobuf = snap::raw::Decoder::new().decompress_vec(&body).unwrap();
+        let whole = WriteRequest { timeseries: series.clone(), metadata: metadata(&metric()) };
+        assert_eq!(protobuf, whole.encode_to_vec(), "the same bytes as encoding a WriteRequest");
+        let decoded = WriteRequest::decode(protobuf.as_slice()).unwrap();
         assert_eq!(decoded.timeseries, series);
         assert_eq!(decoded.metadata[0].metric_family_name, "api_transactions");
         // The framed format would start with its stream identifier chunk.
