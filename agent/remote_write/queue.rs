@@ -217,9 +217,15 @@ mod tests {
         }
         let dropped = queue.enforce_bounds(3000, u64::MAX).unwrap();
         assert_eq!(dropped, Dropped { too_old: 12, over_size: 0 });
-        let batch_bytes =
-            WriteRequest { timeseries: series(4, 9000), metadata: Vec::new() }.encode_to_vec().len() as u64;
-        let dropped = queue.enforce_bounds(0, batch_bytes * 2 + 1).unwrap();
+        let newest_two: i64 = queue
+            .lock()
+            .query_row(
+                "SELECT sum(size) FROM (SELECT length(body) AS size FROM batches ORDER BY id DESC LIMIT 2)",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        let dropped = queue.enforce_bounds(0, newest_two as u64).unwrap();
         assert_eq!(dropped, Dropped { too_old: 0, over_size: 20 });
         assert_eq!(queue.backlog().unwrap(), Backlog { n_samples: 8, oldest_timestamp_ms: Some(8000) });
     }
