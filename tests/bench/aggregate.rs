@@ -12,7 +12,6 @@
 //! `BENCH_ROWS` sets another size; `BENCH_RUNS` the runs per measurement (the median is kept).
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use apimetrics_agent::config::Tables;
@@ -22,14 +21,16 @@ use apimetrics_agent::source;
 use chrono::Utc;
 use rusqlite::{Connection, OpenFlags};
 
+mod peak_rss;
+
 const PLAIN_QUERY: &str = "SELECT a.name, s.name, count(*) FROM apiMetrics_transaction t \
      JOIN apiMetrics_api a ON a.id = t.api_id JOIN apiMetrics_transactionstatus s ON s.id = t.status_id \
      WHERE t.time_modified >= ?1 GROUP BY a.name, s.name";
 const FLOOR_QUERY: &str = "SELECT sum(api_id + status_id) FROM apiMetrics_transaction WHERE time_modified >= ?1";
 
 fn main() {
-    if let Some(command) = std::env::args().skip_while(|arg| arg != PEAK_RSS_FLAG).nth(1) {
-        return report_peak_rss_of(&command, std::env::args().skip_while(|arg| arg != PEAK_RSS_FLAG).skip(2));
+    if peak_rss::serve_request() {
+        return;
     }
     let n_rows: u64 = std::env::var("BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000_000);
     let n_runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
@@ -111,13 +112,7 @@ fn median<T>(n_runs: usize, mut run: impl FnMut() -> T) -> (Duration, T) {
     (times[times.len() / 2], result)
 }
 
-/// Makes this binary run the command after it and print the command's peak RSS in bytes.
-const PEAK_RSS_FLAG: &str = "--peak-rss-of";
-
-/// Runs the agent binary's `once --dry-run` on `database` and returns its peak resident memory in
-/// bytes. It goes through a fresh copy of this binary: a child spawned straight from this large
-/// process would be charged this process's own peak (Linux carries it over the spawn into the
-/// child's maximum RSS).
+/// Runs the agent binary's `once --dry-run` on `database` and returns its peak resident memory in bytes.
 fn peak_rss_of_once(directory: &Path, database: &Path) -> u64 {
     let config = directory.join("bench.toml");
     std::fs::write(
@@ -125,29 +120,8 @@ fn peak_rss_of_once(directory: &Path, database: &Path) -> u64 {
         format!("[source]\ndatabase = {:?}\n[schedule]\ninterval = \"15s\"\n", database.display().to_string()),
     )
     .unwrap();
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args([
-            PEAK_RSS_FLAG,
-            env!("CARGO_BIN_EXE_apimetrics-agent"),
-            "--config",
-            config.to_str().unwrap(),
-            "once",
-            "--dry-run",
-        ])
-        .output()
-        .expect("running the agent");
-    assert!(output.status.success(), "once failed: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap().trim().parse().expect("a byte count")
-}
-
-fn report_peak_rss_of(command: &str, arguments: impl Iterator<Item = String>) {
-    let status = Command::new(command).args(arguments).stdout(std::process::Stdio::null()).status().unwrap();
-    assert!(status.success(), "{command} failed: {status}");
-    // SAFETY: getrusage only writes into the struct it is given.
-    let usage = unsafe {
-        let mut usage = std::mem::zeroed::<libc::rusage>();
-        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
-        usage
-    };
-    println!("{}", usage.ru_maxrss as u64 * 1024);
+    peak_rss::peak_rss_of(
+        env!("CARGO_BIN_EXE_apimetrics-agent"),
+        &["--config", config.to_str().unwrap(), "once", "--dry-run"],
+    )
 }

@@ -18,11 +18,11 @@ use apimetrics_agent::remote_write::request::proto::{Label, Sample, TimeSeries};
 use apimetrics_agent::remote_write::request::{encode, label_set};
 use prost::Message;
 
-const PEAK_RSS_FLAG: &str = "--peak-rss-of";
+mod peak_rss;
 
 fn main() {
-    if let Some(command) = std::env::args().skip_while(|arg| arg != PEAK_RSS_FLAG).nth(1) {
-        return report_peak_rss_of(&command, std::env::args().skip_while(|arg| arg != PEAK_RSS_FLAG).skip(2));
+    if peak_rss::serve_request() {
+        return;
     }
     println!("encode + compress one request:");
     println!("  {:>9} {:>12} {:>14} {:>16}", "series", "ns/series", "wire B/series", "vs raw protobuf");
@@ -86,13 +86,10 @@ fn main() {
     )
     .unwrap();
     let started = Instant::now();
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args([PEAK_RSS_FLAG, env!("CARGO_BIN_EXE_apimetrics-agent"), "--config", config.to_str().unwrap(), "once"])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "once failed: {}", String::from_utf8_lossy(&output.stderr));
+    let rss =
+        peak_rss::peak_rss_of(env!("CARGO_BIN_EXE_apimetrics-agent"), &["--config", config.to_str().unwrap(), "once"])
+            as f64;
     let drained_in = started.elapsed();
-    let rss: f64 = String::from_utf8(output.stdout).unwrap().trim().parse().unwrap();
     println!(
         "  drained by `once` in {:.1} s ({:.0} samples/s, at most 20 requests/s by design); peak RSS {:.1} MB",
         drained_in.as_secs_f64(),
@@ -142,18 +139,4 @@ impl Drop for VictoriaMetrics {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Runs the command after the flag and prints its peak RSS in bytes: from this fresh process,
-/// so the child is not charged the benchmark's own peak.
-fn report_peak_rss_of(command: &str, arguments: impl Iterator<Item = String>) {
-    let status = Command::new(command).args(arguments).stdout(Stdio::null()).status().unwrap();
-    assert!(status.success(), "{command} failed: {status}");
-    // SAFETY: getrusage only writes into the struct it is given.
-    let usage = unsafe {
-        let mut usage = std::mem::zeroed::<libc::rusage>();
-        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
-        usage
-    };
-    println!("{}", usage.ru_maxrss as u64 * 1024);
 }

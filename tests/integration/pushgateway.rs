@@ -12,19 +12,6 @@ use crate::support::*;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
-/// Two APIs × two statuses, with a known count in the window for each pair.
-fn site_with_transactions() -> (Site, i64) {
-    let site = Site::new();
-    let express = site.add_api("Mpesa Express");
-    let b2c = site.add_api("Mpesa B2C");
-    let pending = site.add_status("Pending");
-    let failed = site.add_status("Failed");
-    site.add_transactions(3, express, pending, &hours_ago(1.0));
-    site.add_transactions(2, b2c, failed, &hours_ago(5.0));
-    site.add_transactions(9, b2c, failed, &hours_ago(30.0));
-    (site, b2c)
-}
-
 fn gateway_samples(port: u16) -> Vec<Sample> {
     let (status, body) = http_get(&format!("http://127.0.0.1:{port}/metrics")).expect("the gateway answers");
     assert_eq!(status, 200);
@@ -34,7 +21,7 @@ fn gateway_samples(port: u16) -> Vec<Sample> {
 #[test]
 fn once_pushes_exact_values_and_put_replaces_the_whole_group() {
     let gateway = pushgateway(None);
-    let (site, b2c) = site_with_transactions();
+    let site = site_with_transactions();
     let config = site.config(
         "15s",
         &format!(
@@ -64,7 +51,6 @@ fn once_pushes_exact_values_and_put_replaces_the_whole_group() {
     site.connect()
         .execute_batch("PRAGMA foreign_keys = OFF; DELETE FROM apiMetrics_api WHERE name = 'Mpesa B2C';")
         .unwrap();
-    let _ = b2c;
     let output = run_agent(&config, &["once"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let samples = gateway_samples(gateway.port);
@@ -92,7 +78,7 @@ fn push_other(port: u16, path: &str, text: &str) {
 #[test]
 fn post_replaces_only_the_families_it_pushes_and_put_the_whole_group() {
     let gateway = pushgateway(None);
-    let (site, _) = site_with_transactions();
+    let site = site_with_transactions();
     let other = ("other_metric", [("job", "apimetrics")]);
     for (method, other_survives) in [("post", true), ("put", false)] {
         push_other(gateway.port, "/metrics/job/apimetrics", "# TYPE other_metric gauge\nother_metric 42\n");
@@ -119,7 +105,7 @@ fn post_replaces_only_the_families_it_pushes_and_put_the_whole_group() {
 #[test]
 fn run_pushes_every_tick_and_deletes_the_group_on_shutdown() {
     let gateway = pushgateway(None);
-    let (site, _) = site_with_transactions();
+    let site = site_with_transactions();
     let port = free_port();
     let config = site.config(
         "200ms",
@@ -185,7 +171,7 @@ fn write_certificates(directory: &Path) {
 
 #[test]
 fn basic_auth_and_tls_with_a_client_certificate_reach_a_locked_down_gateway() {
-    let (site, _) = site_with_transactions();
+    let site = site_with_transactions();
     let directory = site.directory.path();
     write_certificates(directory);
     let web_config = directory.join("web.yml");
@@ -257,7 +243,7 @@ fn basic_auth_and_tls_with_a_client_certificate_reach_a_locked_down_gateway() {
 #[test]
 fn pushes_go_through_a_forward_proxy() {
     let gateway = pushgateway(None);
-    let (site, _) = site_with_transactions();
+    let site = site_with_transactions();
     let (proxy, proxy_log) = tinyproxy(site.directory.path());
     let config = site.config(
         "15s",
@@ -310,7 +296,7 @@ fn fake_target(server: &FakeServer, extra: &str) -> String {
 #[test]
 fn a_500_is_retried_with_the_same_body_and_the_wire_is_what_a_gateway_expects() {
     let server = FakeServer::start(vec![Reply::status(500).with_body("try later"), Reply::status(200)]);
-    let (site, _) = site_with_transactions();
+    let site = site_with_transactions();
     std::fs::write(site.directory.path().join("token"), "tok-123\n").unwrap();
     let config = site.config(
         "15s",
@@ -341,7 +327,7 @@ fn a_500_is_retried_with_the_same_body_and_the_wire_is_what_a_gateway_expects() 
 #[test]
 fn a_429_waits_for_retry_after() {
     let server = FakeServer::start(vec![Reply::status(429).with_header("Retry-After", "2"), Reply::status(202)]);
-    let (site, _) = site_with_transactions();
+    let site = site_with_transactions();
     let config = site.config("15s", &fake_target(&server, ""));
     let output = run_agent(&config, &["once"]);
     assert!(output.status.success(), "{}", stderr(&output));
@@ -354,7 +340,7 @@ fn a_429_waits_for_retry_after() {
 #[test]
 fn a_hang_past_the_timeout_is_retried() {
     let server = FakeServer::start(vec![Reply::status(200).after(Duration::from_secs(5)), Reply::status(200)]);
-    let (site, _) = site_with_transactions();
+    let site = site_with_transactions();
     let config = site.config("15s", &fake_target(&server, "timeout = \"300ms\"\n"));
     let output = run_agent(&config, &["once"]);
     assert!(output.status.success(), "{}", stderr(&output));
@@ -366,7 +352,7 @@ fn a_hang_past_the_timeout_is_retried() {
 fn a_400_is_not_retried_and_its_body_is_logged() {
     let body = "pushed metrics are invalid or inconsistent with existing metrics";
     let server = FakeServer::start(vec![Reply::status(400).with_body(body), Reply::status(200)]);
-    let (site, _) = site_with_transactions();
+    let site = site_with_transactions();
     let config = site.config("15s", &fake_target(&server, ""));
     let output = run_agent(&config, &["once"]);
     assert_eq!(output.status.code(), Some(1));
@@ -378,7 +364,7 @@ fn a_400_is_not_retried_and_its_body_is_logged() {
 
 #[test]
 fn an_unreachable_gateway_fails_once_while_run_keeps_serving_and_trying() {
-    let (site, _) = site_with_transactions();
+    let site = site_with_transactions();
     let unreachable = free_port();
     let target = format!("[[pushgateway]]\nurl = \"http://127.0.0.1:{unreachable}\"\ntimeout = \"500ms\"\n");
     let config = site.config("15s", &target);
@@ -413,7 +399,7 @@ fn an_unreachable_gateway_fails_once_while_run_keeps_serving_and_trying() {
 fn a_hanging_target_does_not_hold_up_another() {
     let hanging = FakeServer::start(vec![Reply::status(200).after(Duration::from_secs(60))]);
     let gateway = pushgateway(None);
-    let (site, _) = site_with_transactions();
+    let site = site_with_transactions();
     let port = free_port();
     let config = site.config(
         "200ms",
@@ -441,7 +427,7 @@ fn a_hanging_target_does_not_hold_up_another() {
 
 #[test]
 fn push_settings_are_checked_before_anything_runs() {
-    let (site, _) = site_with_transactions();
+    let site = site_with_transactions();
     std::fs::write(site.directory.path().join("pass"), "p4ss\n").unwrap();
     let config = site.config(
         "15s",

@@ -14,17 +14,6 @@ use crate::support::*;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-fn site_with_transactions() -> Site {
-    let site = Site::new();
-    let express = site.add_api("Mpesa Express");
-    let b2c = site.add_api("Mpesa B2C");
-    let pending = site.add_status("Pending");
-    let failed = site.add_status("Failed");
-    site.add_transactions(3, express, pending, &hours_ago(1.0));
-    site.add_transactions(2, b2c, failed, &hours_ago(5.0));
-    site
-}
-
 /// The result of an instant query: each series' labels and value.
 fn query(port: u16, promql: &str) -> Vec<(BTreeMap<String, String>, String)> {
     let url =

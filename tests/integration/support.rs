@@ -91,6 +91,20 @@ impl Site {
     }
 }
 
+/// Two APIs × two statuses: Mpesa Express/Pending 3 and Mpesa B2C/Failed 2 in the window, 9
+/// more B2C/Failed outside it, the other two pairs empty.
+pub fn site_with_transactions() -> Site {
+    let site = Site::new();
+    let express = site.add_api("Mpesa Express");
+    let b2c = site.add_api("Mpesa B2C");
+    let pending = site.add_status("Pending");
+    let failed = site.add_status("Failed");
+    site.add_transactions(3, express, pending, &hours_ago(1.0));
+    site.add_transactions(2, b2c, failed, &hours_ago(5.0));
+    site.add_transactions(9, b2c, failed, &hours_ago(30.0));
+    site
+}
+
 /// `instant` as Django stores it in UTC.
 pub fn utc_text(instant: DateTime<Utc>) -> String {
     django_timestamp(instant, Tz::UTC)
