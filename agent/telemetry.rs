@@ -37,8 +37,6 @@ pub struct Delivery {
     pub n_failed: u64,
     pub last_success: Option<DateTime<Utc>>,
     pub last_duration: Option<Duration>,
-    /// Why the last push failed; `None` once one succeeds.
-    pub last_error: Option<String>,
     /// Remote-write only: samples delivered, samples dropped by reason, and what waits.
     pub samples_sent: u64,
     pub samples_dropped: BTreeMap<&'static str, u64>,
@@ -106,20 +104,15 @@ impl AgentState {
     }
 
     /// Counts one push to `target` (one snapshot, retries included) and remembers how it went.
-    pub fn record_push(&self, target: &str, result: Result<(), &str>, duration: Duration, at: DateTime<Utc>) {
+    pub fn record_push(&self, target: &str, succeeded: bool, duration: Duration, at: DateTime<Utc>) {
         let mut inner = self.lock();
         let delivery = inner.deliveries.entry(target.to_owned()).or_default();
         delivery.last_duration = Some(duration);
-        match result {
-            Ok(()) => {
-                delivery.n_succeeded += 1;
-                delivery.last_success = Some(at);
-                delivery.last_error = None;
-            }
-            Err(reason) => {
-                delivery.n_failed += 1;
-                delivery.last_error = Some(reason.to_owned());
-            }
+        if succeeded {
+            delivery.n_succeeded += 1;
+            delivery.last_success = Some(at);
+        } else {
+            delivery.n_failed += 1;
         }
     }
 
@@ -138,10 +131,6 @@ impl AgentState {
 
     pub fn backlog(&self, target: &str) -> Option<Backlog> {
         self.lock().deliveries.get(target).and_then(|delivery| delivery.backlog)
-    }
-
-    pub fn delivery(&self, target: &str) -> Option<Delivery> {
-        self.lock().deliveries.get(target).cloned()
     }
 
     /// The scrape endpoint's page: the latest aggregate, then the agent's own metrics as of `now`.
