@@ -7,5 +7,6 @@ mod peers;
 mod pushgateway;
 mod remote_write;
 mod run;
+mod service;
 mod source;
 mod support;
