@@ -9,11 +9,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use chrono::Utc;
 use chrono_tz::Tz;
-use rusqlite::{Connection, params};
+use rusqlite::Connection;
 use tracing::{info, warn};
 
 use crate::config;
-use crate::populate::{self, Population, STATUS_NAMES, SplitMix64};
+use crate::populate::{self, Population, SplitMix64};
 use crate::source::django_timestamp;
 
 /// The sample database `demo` creates beside the config file and writes to.
@@ -67,18 +67,10 @@ fn write_like_the_app(database: &Path, stop: &AtomicBool) -> anyhow::Result<()> 
         let now = django_timestamp(Utc::now(), Tz::UTC);
         let transaction = connection.unchecked_transaction()?;
         for _ in 0..1 + random.below(4) {
-            connection.execute(
-                "INSERT INTO apiMetrics_transaction (amount, time_created, time_modified, api_id, status_id) \
-                 VALUES (?1, ?2, ?2, ?3, 1)",
-                params![random.below(1_000_000) as f64 / 100.0, now, 1 + random.below(n_apis as u64) as i64],
-            )?;
+            populate::create_transaction(&connection, &mut random, n_apis, &now)?;
         }
         for _ in 0..1 + random.below(4) {
-            connection.execute(
-                "UPDATE apiMetrics_transaction SET status_id = ?1, time_modified = ?2 \
-                 WHERE id = (SELECT max(id) FROM apiMetrics_transaction) - ?3",
-                params![1 + random.below(STATUS_NAMES.len() as u64) as i64, now, random.below(200) as i64],
-            )?;
+            populate::move_recent_transaction(&connection, &mut random, 200, &now)?;
         }
         transaction.commit()?;
         std::thread::sleep(Duration::from_secs(1));

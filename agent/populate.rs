@@ -1,6 +1,7 @@
 //! Sample databases the way the Django app writes them: the schema from `schema/django.sql`,
 //! a few APIs and statuses, and transactions spread over the last hours with Django's timestamp
-//! text. Used by `populate`, `demo`, the tests and the benchmark; never pointed at a real app.
+//! text; and the app's own writes under load, to show the agent does them no harm. Used by
+//! `populate`, `demo`, the tests and the benchmarks; never pointed at a real app.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -156,4 +157,85 @@ impl SplitMix64 {
     pub fn below(&mut self, bound: u64) -> u64 {
         ((self.next_u64() as u128 * bound as u128) >> 64) as u64
     }
+}
+
+/// Creates a Pending transaction of a random API, modified `now`, as the app does.
+pub fn create_transaction(
+    connection: &Connection,
+    random: &mut SplitMix64,
+    n_apis: i64,
+    now: &str,
+) -> rusqlite::Result<usize> {
+    connection.execute(
+        "INSERT INTO apiMetrics_transaction (amount, time_created, time_modified, api_id, status_id) \
+         VALUES (?1, ?2, ?2, ?3, 1)",
+        params![random.below(1_000_000) as f64 / 100.0, now, 1 + random.below(n_apis.max(1) as u64) as i64],
+    )
+}
+
+/// Moves one of the `n_recent` newest transactions to a random status, bumping `time_modified`
+/// to `now` as Django's `auto_now` does.
+pub fn move_recent_transaction(
+    connection: &Connection,
+    random: &mut SplitMix64,
+    n_recent: u64,
+    now: &str,
+) -> rusqlite::Result<usize> {
+    connection.execute(
+        "UPDATE apiMetrics_transaction SET status_id = ?1, time_modified = ?2 \
+         WHERE id = (SELECT max(id) FROM apiMetrics_transaction) - ?3",
+        params![1 + random.below(STATUS_NAMES.len() as u64) as i64, now, random.below(n_recent) as i64],
+    )
+}
+
+/// What a run of `write_under_load` saw: the latency of every write, and every failure.
+#[derive(Debug, Default)]
+pub struct WriterReport {
+    pub latencies: Vec<Duration>,
+    pub failures: Vec<String>,
+}
+
+impl WriterReport {
+    /// The latency below which `fraction` of the writes finished (0.5 for the median).
+    pub fn percentile(&self, fraction: f64) -> Duration {
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        sorted
+            .get(((sorted.len() as f64 * fraction) as usize).min(sorted.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+/// Writes to `database` as the Django app does under load, `writes_per_second` for `how_long`:
+/// each write its own transaction (Django's autocommit) on a connection with Django's 5 s lock
+/// timeout, alternately creating a transaction and moving a recent one to another status
+/// (bumping `time_modified`). A write that falls behind the pace is not made up for.
+pub fn write_under_load(database: &Path, writes_per_second: u32, how_long: Duration) -> anyhow::Result<WriterReport> {
+    let connection = Connection::open(database).with_context(|| format!("opening {}", database.display()))?;
+    connection.busy_timeout(Duration::from_secs(5))?;
+    let n_apis: i64 = connection.query_row("SELECT count(*) FROM apiMetrics_api", [], |row| row.get(0))?;
+    let mut random = SplitMix64(7);
+    let mut report = WriterReport::default();
+    let started = std::time::Instant::now();
+    let pace = Duration::from_secs(1) / writes_per_second.max(1);
+    let mut next_write = started;
+    let mut n_writes: u64 = 0;
+    while started.elapsed() < how_long {
+        std::thread::sleep(next_write.saturating_duration_since(std::time::Instant::now()));
+        next_write = (next_write + pace).max(std::time::Instant::now());
+        let now = django_timestamp(Utc::now(), Tz::UTC);
+        let write_started = std::time::Instant::now();
+        let result = if n_writes % 2 == 0 {
+            create_transaction(&connection, &mut random, n_apis, &now)
+        } else {
+            move_recent_transaction(&connection, &mut random, 1000, &now)
+        };
+        match result {
+            Ok(_) => report.latencies.push(write_started.elapsed()),
+            Err(error) => report.failures.push(error.to_string()),
+        }
+        n_writes += 1;
+    }
+    Ok(report)
 }

@@ -3,6 +3,7 @@
 
 mod cli;
 mod django;
+mod no_harm;
 mod peers;
 mod pushgateway;
 mod remote_write;

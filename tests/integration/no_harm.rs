@@ -1,0 +1,44 @@
+//! The agent never makes the app's writes fail: a writer as busy as Django under load (200
+//! writes a second, each its own transaction), with Django's 5 s lock timeout, runs while the agent ticks every second over a million
+//! transactions, in SQLite's default rollback-journal mode and in WAL mode.
+
+use std::time::Duration;
+
+use apimetrics_agent::populate::{self, Population, write_under_load};
+
+use crate::support::*;
+
+#[test]
+fn a_busy_writer_never_fails_while_the_agent_ticks() {
+    for journal_mode in ["delete", "wal"] {
+        let site = Site::new();
+        std::fs::remove_file(site.database()).unwrap();
+        populate::create(&site.database(), &Population::new(1_000_000, 20, 3), false, false).unwrap();
+        site.connect().pragma_update(None, "journal_mode", journal_mode).unwrap();
+        let port = free_port();
+        let config = site.config("1s", &format!("[scrape]\nlisten = \"127.0.0.1:{port}\"\n"));
+        let agent = Running::start(&config, port);
+        let ticks = |agent: &Running| {
+            let metrics = parse_exposition_of(agent);
+            crate::peers::value_of(&metrics, "apimetrics_agent_ticks_total", &[("result", "success")]).unwrap_or(0.0)
+        };
+        let before = ticks(&agent);
+        let report = write_under_load(&site.database(), 200, Duration::from_secs(5)).unwrap();
+        let after = ticks(&agent);
+        assert!(report.failures.is_empty(), "{journal_mode}: writes failed: {:?}", report.failures);
+        assert!(report.latencies.len() > 100, "{journal_mode}: only {} writes", report.latencies.len());
+        assert!(after - before >= 3.0, "{journal_mode}: the agent ticked {} times meanwhile", after - before);
+        let failed = crate::peers::value_of(
+            &parse_exposition_of(&agent),
+            "apimetrics_agent_ticks_total",
+            &[("result", "failure")],
+        );
+        assert_eq!(failed, Some(0.0), "{journal_mode}: {}", agent.log());
+        let (status, log) = agent.terminate();
+        assert_eq!(status.code(), Some(0), "{log}");
+    }
+}
+
+fn parse_exposition_of(agent: &Running) -> Vec<crate::peers::Sample> {
+    crate::peers::parse_exposition(&agent.metrics())
+}
