@@ -31,6 +31,8 @@ pub struct Config {
     pub labels: BTreeMap<String, String>,
     /// Where to serve `/metrics` and `/healthz`; `None` for no local endpoint.
     pub scrape_listen: Option<SocketAddr>,
+    /// Whether the scrape endpoint serves `POST /-/reload`.
+    pub enable_reload: bool,
     pub pushgateways: Vec<PushgatewayConfig>,
     pub remote_writes: Vec<RemoteWriteConfig>,
 }
@@ -274,6 +276,9 @@ fn default_metric_help() -> String {
 struct RawScrape {
     /// The address to serve `/metrics` and `/healthz` on, e.g. "127.0.0.1:9184".
     listen: Spanned<String>,
+    /// Serve `POST /-/reload`, which re-reads the config as SIGHUP does.
+    #[serde(default)]
+    enable_reload: bool,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -465,6 +470,7 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
         metric: MetricConfig { name: metric_name, help: raw.metric.help, zero_fill: raw.metric.zero_fill },
         labels,
         scrape_listen,
+        enable_reload: raw.scrape.as_ref().is_some_and(|scrape| scrape.enable_reload),
         pushgateways,
         remote_writes,
     })

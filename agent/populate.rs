@@ -226,7 +226,7 @@ pub fn write_under_load(database: &Path, writes_per_second: u32, how_long: Durat
         next_write = (next_write + pace).max(std::time::Instant::now());
         let now = django_timestamp(Utc::now(), Tz::UTC);
         let write_started = std::time::Instant::now();
-        let result = if n_writes % 2 == 0 {
+        let result = if n_writes.is_multiple_of(2) {
             create_transaction(&connection, &mut random, n_apis, &now)
         } else {
             move_recent_transaction(&connection, &mut random, 1000, &now)

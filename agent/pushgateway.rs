@@ -292,12 +292,14 @@ impl Pushgateway {
 }
 
 /// Pushes every new snapshot to `target` until `stop`; a newer snapshot ends the retries of an
-/// older one. Deletes the group at the end when the target asks for it.
+/// older one. When the agent itself stops (`shutdown`, not a reload), deletes the group if the
+/// target asks for it.
 pub async fn deliver(
     mut target: Pushgateway,
     mut snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
     state: Arc<AgentState>,
     stop: CancellationToken,
+    shutdown: CancellationToken,
 ) {
     loop {
         tokio::select! {
@@ -305,7 +307,8 @@ pub async fn deliver(
             changed = snapshots.changed() => if changed.is_err() { break },
         }
         let Some(snapshot) = snapshots.borrow_and_update().clone() else { continue };
-        let body = exposition::push_body(&snapshot, &state.config.metric, &state.config.labels);
+        let config = state.config();
+        let body = exposition::push_body(&snapshot, &config.metric, &config.labels);
         // A newer snapshot ends the retries, not a request under way (a slow gateway must still
         // get each push through); shutdown ends both.
         let mut newer = snapshots.clone();
@@ -320,7 +323,7 @@ pub async fn deliver(
         let Some(result) = pushed else { break };
         state.record_push(target.name(), result.is_ok(), started.elapsed(), Utc::now());
     }
-    if target.config.delete_on_shutdown {
+    if target.config.delete_on_shutdown && shutdown.is_cancelled() {
         match target.delete().await {
             Ok(()) => info!(target = %target.name(), "deleted the group on shutdown"),
             Err(failure) => warn!(target = %target.name(), reason = %failure, "could not delete the group on shutdown"),

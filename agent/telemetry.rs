@@ -2,7 +2,7 @@
 //! agent's own health, rendered as `apimetrics_agent_*` metrics beside the aggregate.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -15,7 +15,8 @@ use crate::snapshot::Snapshot;
 /// The state every outlet reads. Outlets render the snapshot; none of them queries the database.
 #[derive(Debug)]
 pub struct AgentState {
-    pub config: Arc<Config>,
+    /// The config in force; a reload replaces it whole.
+    config: RwLock<Arc<Config>>,
     inner: Mutex<Inner>,
 }
 
@@ -24,6 +25,8 @@ struct Inner {
     latest: Option<Arc<Snapshot>>,
     /// Per push target, by name.
     deliveries: BTreeMap<String, Delivery>,
+    /// Whether the last (re)load of the config succeeded, and when it was.
+    last_reload: (bool, DateTime<Utc>),
     n_ticks_succeeded: u64,
     n_ticks_failed: u64,
     last_tick_duration: Option<Duration>,
@@ -46,6 +49,26 @@ pub struct Delivery {
 /// Why remote-write samples were dropped, as the `reason` label says it.
 pub const DROP_REASONS: [&str; 3] = ["too_old", "over_size", "rejected"];
 
+/// Delivery figures for `config`'s targets: carried over from `previous` where a target stays.
+fn new_deliveries(config: &Config, previous: &BTreeMap<String, Delivery>) -> BTreeMap<String, Delivery> {
+    let pushgateways = config.pushgateways.iter().map(|target| (target.name().to_owned(), Delivery::default()));
+    let remote_writes = config.remote_writes.iter().map(|target| {
+        let delivery = Delivery {
+            samples_dropped: DROP_REASONS.iter().map(|reason| (*reason, 0)).collect(),
+            backlog: Some(Backlog::default()),
+            ..Delivery::default()
+        };
+        (target.name.clone(), delivery)
+    });
+    pushgateways
+        .chain(remote_writes)
+        .map(|(name, fresh)| {
+            let kept = previous.get(&name).cloned().unwrap_or(fresh);
+            (name, kept)
+        })
+        .collect()
+}
+
 /// How the last tick went, for `/healthz`.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Health {
@@ -58,17 +81,27 @@ pub enum Health {
 
 impl AgentState {
     pub fn new(config: Arc<Config>) -> AgentState {
-        let pushgateways = config.pushgateways.iter().map(|target| (target.name().to_owned(), Delivery::default()));
-        let remote_writes = config.remote_writes.iter().map(|target| {
-            let delivery = Delivery {
-                samples_dropped: DROP_REASONS.iter().map(|reason| (*reason, 0)).collect(),
-                backlog: Some(Backlog::default()),
-                ..Delivery::default()
-            };
-            (target.name.clone(), delivery)
-        });
-        let deliveries = pushgateways.chain(remote_writes).collect();
-        AgentState { config, inner: Mutex::new(Inner { deliveries, ..Inner::default() }) }
+        let deliveries = new_deliveries(&config, &BTreeMap::new());
+        let inner = Inner { deliveries, last_reload: (true, Utc::now()), ..Inner::default() };
+        AgentState { config: RwLock::new(config), inner: Mutex::new(inner) }
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Puts a reloaded config in force. Targets that stay keep their delivery figures; gone
+    /// ones leave /metrics; new ones start at zero.
+    pub fn replace_config(&self, config: Arc<Config>) {
+        let mut inner = self.lock();
+        inner.deliveries = new_deliveries(&config, &inner.deliveries);
+        *self.config.write().unwrap_or_else(PoisonError::into_inner) = config;
+    }
+
+    /// Counts a reload attempt, as the agent's own metrics show it.
+    pub fn record_reload(&self, succeeded: bool, at: DateTime<Utc>) {
+        self.lock().last_reload = (succeeded, at);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -135,10 +168,11 @@ impl AgentState {
 
     /// The scrape endpoint's page: the latest aggregate, then the agent's own metrics as of `now`.
     pub fn render(&self, now: DateTime<Utc>) -> String {
+        let config = self.config();
         let inner = self.lock();
-        let mut exposition = Exposition::new(&self.config.labels);
+        let mut exposition = Exposition::new(&config.labels);
         if let Some(snapshot) = &inner.latest {
-            write_aggregate(&mut exposition, snapshot, &self.config.metric);
+            write_aggregate(&mut exposition, snapshot, &config.metric);
             write_snapshot_health(&mut exposition, snapshot);
             exposition.family(
                 "apimetrics_agent_snapshot_age_seconds",
@@ -159,6 +193,23 @@ impl AgentState {
             );
             exposition.sample("apimetrics_agent_tick_duration_seconds", &[], duration.as_secs_f64());
         }
+        let (reloaded, reloaded_at) = inner.last_reload;
+        exposition.family(
+            "apimetrics_agent_config_last_reload_successful",
+            "Whether the last load of the config (at start, SIGHUP or POST /-/reload) succeeded.",
+            "gauge",
+        );
+        exposition.sample("apimetrics_agent_config_last_reload_successful", &[], u8::from(reloaded));
+        exposition.family(
+            "apimetrics_agent_config_last_reload_timestamp_seconds",
+            "When the config was last loaded or a reload refused, in seconds since the Unix epoch.",
+            "gauge",
+        );
+        exposition.sample(
+            "apimetrics_agent_config_last_reload_timestamp_seconds",
+            &[],
+            reloaded_at.timestamp_millis() as f64 / 1000.0,
+        );
         write_deliveries(&mut exposition, &inner.deliveries);
         write_remote_write(&mut exposition, &inner.deliveries, now);
         write_build_info(&mut exposition);
