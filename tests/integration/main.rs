@@ -6,6 +6,7 @@ mod django;
 mod no_harm;
 mod peers;
 mod pushgateway;
+mod reload;
 mod remote_write;
 mod run;
 mod service;

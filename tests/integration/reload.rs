@@ -1,0 +1,138 @@
+//! Reloading without a restart: SIGHUP and `POST /-/reload` put a good config in force at the
+//! next tick, refuse a bad one while the agent runs on, and keep remote-write backlogs.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::peers::*;
+use crate::support::*;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn sighup(agent: &Running) {
+    assert!(Command::new("kill").args(["-HUP", &agent.child.id().to_string()]).status().unwrap().success());
+}
+
+fn local(agent: &Running) -> Vec<Sample> {
+    parse_exposition(&agent.metrics())
+}
+
+fn gateway_value(port: u16, labels: &[(&str, &str)]) -> Option<f64> {
+    let (_, body) = http_get(&format!("http://127.0.0.1:{port}/metrics"))?;
+    value_of(&parse_exposition(&body), "api_transactions", labels)
+}
+
+#[test]
+fn sighup_moves_pushes_to_a_new_target_and_a_bad_config_is_refused() {
+    let first = pushgateway(None);
+    let second = pushgateway(None);
+    let site = site_with_transactions();
+    let port = free_port();
+    let scrape = format!("[scrape]\nlisten = \"127.0.0.1:{port}\"\n");
+    let config = site.config("300ms", &format!("{scrape}[[pushgateway]]\nurl = \"http://127.0.0.1:{}\"\n", first.port));
+    let agent = Running::start(&config, port);
+    let express = [("api", "Mpesa Express"), ("status", "Pending")];
+    wait_for("pushes to the first gateway", DEADLINE, || gateway_value(first.port, &express));
+
+    site.config(
+        "300ms",
+        &format!("[labels]\nsite = \"b\"\n{scrape}[[pushgateway]]\nurl = \"http://127.0.0.1:{}\"\n", second.port),
+    );
+    sighup(&agent);
+    wait_for("pushes to the second gateway, with the new label", DEADLINE, || {
+        gateway_value(second.port, &[("api", "Mpesa Express"), ("status", "Pending"), ("site", "b")])
+    });
+    let metrics = local(&agent);
+    assert_eq!(value_of(&metrics, "apimetrics_agent_config_last_reload_successful", &[]), Some(1.0));
+    let first_target = format!("http://127.0.0.1:{}/metrics/job/apimetrics", first.port);
+    assert!(
+        value_of(&metrics, "apimetrics_agent_pushes_total", &[("target", &first_target), ("result", "success")])
+            .is_none(),
+        "a removed target leaves /metrics"
+    );
+
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config).unwrap().replace("interval = \"300ms\"", "interval = \"soon\""),
+    )
+    .unwrap();
+    sighup(&agent);
+    wait_for("the refusal on /metrics", DEADLINE, || {
+        (value_of(&local(&agent), "apimetrics_agent_config_last_reload_successful", &[("site", "b")])? == 0.0)
+            .then_some(())
+    });
+    assert!(agent.log().contains("reload refused; running on as before"), "{}", agent.log());
+    assert!(agent.log().contains("schedule.interval: \"soon\" is not a duration"), "{}", agent.log());
+    // Still ticking and pushing on the last good config.
+    let ticks = |agent: &Running| {
+        value_of(&local(agent), "apimetrics_agent_ticks_total", &[("result", "success"), ("site", "b")])
+    };
+    let before = ticks(&agent).unwrap();
+    wait_for("ticks after the refused reload", DEADLINE, || (ticks(&agent)? > before + 2.0).then_some(()));
+    let (status, log) = agent.terminate();
+    assert_eq!(status.code(), Some(0), "{log}");
+}
+
+#[test]
+fn post_reload_answers_how_it_went() {
+    let site = site_with_transactions();
+    let port = free_port();
+    let good = format!("[scrape]\nlisten = \"127.0.0.1:{port}\"\nenable_reload = true\n");
+    let config = site.config("300ms", &good);
+    let agent = Running::start(&config, port);
+    let post = || {
+        let response = reqwest::blocking::Client::new().post(agent.url("/-/reload")).send().unwrap();
+        (response.status().as_u16(), response.text().unwrap())
+    };
+    site.config("300ms", &format!("{good}[labels]\nsite = \"nairobi-1\"\n"));
+    assert_eq!(post(), (200, "reloaded\n".to_owned()));
+    wait_for("the new label on /metrics", DEADLINE, || {
+        value_of(
+            &local(&agent),
+            "api_transactions",
+            &[("api", "Mpesa B2C"), ("status", "Failed"), ("site", "nairobi-1")],
+        )
+    });
+
+    site.config("300ms", &format!("{good}[labels]\napi = \"clash\"\n"));
+    let (status, body) = post();
+    assert_eq!(status, 500);
+    assert!(body.starts_with("reload refused: invalid configuration"), "{body}");
+    assert!(body.contains("labels.api: collides with a label of the aggregate"), "{body}");
+    let (status, _) = agent.terminate();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn a_remote_write_target_that_stays_keeps_its_backlog() {
+    let site = site_with_transactions();
+    let port = free_port();
+    let unreachable = free_port();
+    let target = |timeout: &str| {
+        format!(
+            "[scrape]\nlisten = \"127.0.0.1:{port}\"\n[[remote_write]]\nname = \"central\"\n\
+             url = \"http://127.0.0.1:{unreachable}/api/v1/write\"\ntimeout = \"{timeout}\"\n"
+        )
+    };
+    let config = site.config("300ms", &target("1s"));
+    let agent = Running::start(&config, port);
+    // Nothing reaches the receiver, so the queue on disk only ever grows; a reload that lost it
+    // would show as a drop.
+    let queued = || {
+        let queue =
+            rusqlite::Connection::open(site.directory.path().join("state/remote_write/central.sqlite3")).unwrap();
+        queue.query_row("SELECT coalesce(sum(n_samples), 0) FROM batches", [], |row| row.get::<_, i64>(0)).unwrap()
+    };
+    let before = wait_for("a backlog", DEADLINE, || Some(queued()).filter(|samples| *samples >= 21));
+    site.config("300ms", &target("2s"));
+    sighup(&agent);
+    wait_for("the reload", DEADLINE, || agent.log().contains("reloaded the config").then_some(()));
+    assert!(queued() >= before, "the backlog shrank across the reload");
+    wait_for("the agent to report the kept backlog", DEADLINE, || {
+        let backlog =
+            value_of(&local(&agent), "apimetrics_agent_remote_write_backlog_samples", &[("target", "central")])?;
+        (backlog >= before as f64).then_some(())
+    });
+    let (status, _) = agent.terminate();
+    assert_eq!(status.code(), Some(0));
+}
