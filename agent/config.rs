@@ -22,6 +22,8 @@ pub const AGGREGATE_LABELS: [&str; 2] = ["api", "status"];
 pub struct Config {
     /// The file it was read from, for messages.
     pub path: PathBuf,
+    /// The file's text with every secret replaced, for the status page.
+    pub redacted_text: String,
     pub state_dir: PathBuf,
     pub source: SourceConfig,
     pub schedule: Schedule,
@@ -463,6 +465,7 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
     }
     Ok(Config {
         path: path.to_owned(),
+        redacted_text: redacted(text),
         state_dir: base.join(raw.agent.state_dir),
         source: SourceConfig { database, window, timezone, busy_timeout, tables },
         schedule,
@@ -495,6 +498,41 @@ pub fn duration(problems: &mut Problems<'_>, value: Option<&Spanned<String>>, ke
             );
             Duration::from_secs(1)
         }
+    }
+}
+
+/// Keys whose values are secrets, and header names that usually carry one.
+const SECRET_KEYS: [&str; 2] = ["password", "bearer_token"];
+const SECRET_HEADER_WORDS: [&str; 6] = ["auth", "token", "key", "secret", "cookie", "password"];
+
+/// The config's TOML with passwords, tokens and credential-like headers replaced by
+/// "<redacted>" (comments are not kept: they may hold secrets too).
+pub fn redacted(text: &str) -> String {
+    fn redact(value: &mut toml::Value, in_headers: bool) {
+        match value {
+            toml::Value::Table(table) => {
+                for (key, value) in table.iter_mut() {
+                    let lower = key.to_ascii_lowercase();
+                    let secret = SECRET_KEYS.contains(&lower.as_str())
+                        || (in_headers && SECRET_HEADER_WORDS.iter().any(|word| lower.contains(word)));
+                    if secret {
+                        *value = toml::Value::String("<redacted>".to_owned());
+                    } else {
+                        redact(value, key == "headers");
+                    }
+                }
+            }
+            toml::Value::Array(items) => items.iter_mut().for_each(|item| redact(item, false)),
+            _ => {}
+        }
+    }
+    match text.parse::<toml::Table>() {
+        Ok(table) => {
+            let mut value = toml::Value::Table(table);
+            redact(&mut value, false);
+            toml::to_string_pretty(&value).unwrap_or_default()
+        }
+        Err(_) => String::new(),
     }
 }
 
@@ -550,6 +588,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("app.sqlite3"), b"").unwrap();
         dir
+    }
+
+    #[test]
+    fn secrets_are_redacted_from_the_shown_config() {
+        let text = "[[pushgateway]]\nurl = \"http://gw\"\nbasic_auth = { username = \"agent\", password = \"hunter2\" }\n\
+                    bearer_token = \"tok-1\"\nheaders = { Authorization = \"Basic eA==\", \"X-Scope-OrgID\" = \"site-1\" }\n";
+        let shown = redacted(text);
+        for secret in ["hunter2", "tok-1", "eA=="] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        for kept in ["agent", "site-1", "http://gw", "<redacted>"] {
+            assert!(shown.contains(kept), "{shown}");
+        }
     }
 
     #[test]

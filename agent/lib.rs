@@ -17,5 +17,6 @@ pub mod schedule;
 pub mod scrape;
 pub mod snapshot;
 pub mod source;
+pub mod status_page;
 pub mod telemetry;
 pub mod window_count;

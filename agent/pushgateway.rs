@@ -321,7 +321,7 @@ pub async fn deliver(
             () = stop.cancelled() => None,
         };
         let Some(result) = pushed else { break };
-        state.record_push(target.name(), result.is_ok(), started.elapsed(), Utc::now());
+        state.record_push(target.name(), result.as_ref().map(|_| ()), started.elapsed(), Utc::now());
     }
     if target.config.delete_on_shutdown && shutdown.is_cancelled() {
         match target.delete().await {

@@ -1,5 +1,5 @@
 //! The local scrape endpoint, for sites that can be scraped: `/metrics` renders the latest
-//! snapshot and the agent's own metrics, `/healthz` says whether the last tick succeeded, and
+//! snapshot and the agent's own metrics, `/` is the status page, `/healthz` says whether the last tick succeeded, and
 //! (with `enable_reload`) `POST /-/reload` re-reads the config. A scrape never queries the
 //! database.
 
@@ -27,7 +27,8 @@ pub async fn serve(
     reload: Option<mpsc::Sender<ReloadRequest>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let mut router = Router::new().route("/metrics", get(metrics)).route("/healthz", get(healthz));
+    let mut router =
+        Router::new().route("/", get(status_page)).route("/metrics", get(metrics)).route("/healthz", get(healthz));
     if reload.is_some() {
         router = router.route("/-/reload", post(reload_config));
     }
@@ -43,6 +44,11 @@ struct Endpoint {
 
 async fn metrics(State(endpoint): State<Endpoint>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], endpoint.state.render(Utc::now()))
+}
+
+async fn status_page(State(endpoint): State<Endpoint>) -> impl IntoResponse {
+    let page = crate::status_page::render(&endpoint.state.config(), &endpoint.state.view(), Utc::now());
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page)
 }
 
 async fn healthz(State(endpoint): State<Endpoint>) -> impl IntoResponse {

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 
 use crate::config::Config;
 use crate::exposition::{Exposition, write_aggregate, write_build_info, write_snapshot_health};
+use crate::http::Failure;
 use crate::remote_write::queue::Backlog;
 use crate::snapshot::Snapshot;
 
@@ -40,6 +41,8 @@ pub struct Delivery {
     pub n_failed: u64,
     pub last_success: Option<DateTime<Utc>>,
     pub last_duration: Option<Duration>,
+    /// When and why the last push failed; `None` once one succeeds. Shown on the status page.
+    pub last_error: Option<(DateTime<Utc>, String)>,
     /// Remote-write only: samples delivered, samples dropped by reason, and what waits.
     pub samples_sent: u64,
     pub samples_dropped: BTreeMap<&'static str, u64>,
@@ -48,6 +51,27 @@ pub struct Delivery {
 
 /// Why remote-write samples were dropped, as the `reason` label says it.
 pub const DROP_REASONS: [&str; 3] = ["too_old", "over_size", "rejected"];
+
+impl Inner {
+    fn health(&self) -> Health {
+        match (&self.last_error, self.n_ticks_succeeded + self.n_ticks_failed) {
+            (Some(error), _) => Health::Failing(error.clone()),
+            (None, 0) => Health::Starting,
+            (None, _) => Health::Healthy,
+        }
+    }
+}
+
+/// The state at one moment, for the status page.
+#[derive(Debug)]
+pub struct StatusView {
+    pub latest: Option<Arc<Snapshot>>,
+    pub health: Health,
+    pub n_ticks_succeeded: u64,
+    pub n_ticks_failed: u64,
+    pub deliveries: BTreeMap<String, Delivery>,
+    pub last_reload: (bool, DateTime<Utc>),
+}
 
 /// Delivery figures for `config`'s targets: carried over from `previous` where a target stays.
 fn new_deliveries(config: &Config, previous: &BTreeMap<String, Delivery>) -> BTreeMap<String, Delivery> {
@@ -128,24 +152,37 @@ impl AgentState {
     }
 
     pub fn health(&self) -> Health {
+        self.lock().health()
+    }
+
+    /// Everything the status page shows, taken at one moment.
+    pub fn view(&self) -> StatusView {
         let inner = self.lock();
-        match (&inner.last_error, inner.n_ticks_succeeded + inner.n_ticks_failed) {
-            (Some(error), _) => Health::Failing(error.clone()),
-            (None, 0) => Health::Starting,
-            (None, _) => Health::Healthy,
+        StatusView {
+            latest: inner.latest.clone(),
+            health: inner.health(),
+            n_ticks_succeeded: inner.n_ticks_succeeded,
+            n_ticks_failed: inner.n_ticks_failed,
+            deliveries: inner.deliveries.clone(),
+            last_reload: inner.last_reload,
         }
     }
 
     /// Counts one push to `target` (one snapshot, retries included) and remembers how it went.
-    pub fn record_push(&self, target: &str, succeeded: bool, duration: Duration, at: DateTime<Utc>) {
+    pub fn record_push(&self, target: &str, result: Result<(), &Failure>, duration: Duration, at: DateTime<Utc>) {
         let mut inner = self.lock();
         let delivery = inner.deliveries.entry(target.to_owned()).or_default();
         delivery.last_duration = Some(duration);
-        if succeeded {
-            delivery.n_succeeded += 1;
-            delivery.last_success = Some(at);
-        } else {
-            delivery.n_failed += 1;
+        match result {
+            Ok(()) => {
+                delivery.n_succeeded += 1;
+                delivery.last_success = Some(at);
+                delivery.last_error = None;
+            }
+            Err(failure) => {
+                delivery.n_failed += 1;
+                delivery.last_error = Some((at, failure.to_string()));
+            }
         }
     }
 

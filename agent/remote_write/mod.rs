@@ -297,7 +297,7 @@ impl Sender {
         let n_samples: u64 = batches.iter().map(|batch| batch.n_samples).sum();
         let started = Instant::now();
         let result = self.send(&batches).await;
-        state.record_push(&name, result.is_ok(), started.elapsed(), Utc::now());
+        state.record_push(&name, result.as_ref().map(|_| ()), started.elapsed(), Utc::now());
         let ids: Vec<i64> = batches.iter().map(|batch| batch.id).collect();
         match result {
             Ok(()) => {

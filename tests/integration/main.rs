@@ -11,4 +11,5 @@ mod remote_write;
 mod run;
 mod service;
 mod source;
+mod status_page;
 mod support;
