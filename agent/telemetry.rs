@@ -249,6 +249,14 @@ impl AgentState {
         );
         write_deliveries(&mut exposition, &inner.deliveries);
         write_remote_write(&mut exposition, &inner.deliveries, now);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            exposition.family(
+                "apimetrics_agent_runtime_alive_tasks",
+                "Tasks alive in the agent's async runtime; flat over time when nothing leaks.",
+                "gauge",
+            );
+            exposition.sample("apimetrics_agent_runtime_alive_tasks", &[], runtime.metrics().num_alive_tasks());
+        }
         write_build_info(&mut exposition);
         exposition.into_string()
     }

@@ -10,6 +10,7 @@ mod reload;
 mod remote_write;
 mod run;
 mod service;
+mod soak;
 mod source;
 mod status_page;
 mod support;

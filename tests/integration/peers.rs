@@ -209,7 +209,8 @@ pub struct Received {
     pub at: Instant,
 }
 
-/// A scripted HTTP/1.1 server: the n-th request gets the n-th reply (the last one repeats).
+/// A scripted HTTP/1.1 server: the n-th request gets the n-th reply (the last one repeats, or
+/// with `cycling` the script starts over).
 pub struct FakeServer {
     pub port: u16,
     received: Arc<Mutex<Vec<Received>>>,
@@ -217,6 +218,15 @@ pub struct FakeServer {
 
 impl FakeServer {
     pub fn start(replies: Vec<Reply>) -> FakeServer {
+        FakeServer::serve(replies, false)
+    }
+
+    /// Answers with `replies` in turn, over and over.
+    pub fn cycling(replies: Vec<Reply>) -> FakeServer {
+        FakeServer::serve(replies, true)
+    }
+
+    fn serve(replies: Vec<Reply>, cycling: bool) -> FakeServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let received = Arc::new(Mutex::new(Vec::new()));
@@ -226,7 +236,7 @@ impl FakeServer {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
                 let (log, replies) = (log.clone(), replies.clone());
-                std::thread::spawn(move || serve_connection(stream, &log, &replies));
+                std::thread::spawn(move || serve_connection(stream, &log, &replies, cycling));
             }
         });
         FakeServer { port, received }
@@ -241,7 +251,7 @@ impl FakeServer {
     }
 }
 
-fn serve_connection(stream: TcpStream, log: &Mutex<Vec<Received>>, replies: &[Reply]) {
+fn serve_connection(stream: TcpStream, log: &Mutex<Vec<Received>>, replies: &[Reply], cycling: bool) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut writer = stream;
     loop {
@@ -272,7 +282,8 @@ fn serve_connection(stream: TcpStream, log: &Mutex<Vec<Received>>, replies: &[Re
         let reply = {
             let mut log = log.lock().unwrap();
             log.push(Received { method, path, headers, body, at: Instant::now() });
-            replies[(log.len() - 1).min(replies.len() - 1)].clone()
+            let index = log.len() - 1;
+            replies[if cycling { index % replies.len() } else { index.min(replies.len() - 1) }].clone()
         };
         std::thread::sleep(reply.delay);
         let mut response = format!("HTTP/1.1 {} Scripted\r\nContent-Length: {}\r\n", reply.status, reply.body.len());
