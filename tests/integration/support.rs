@@ -124,6 +124,18 @@ pub fn run_agent(config: &Path, arguments: &[&str]) -> Output {
     agent(config).args(arguments).stdin(Stdio::null()).output().unwrap()
 }
 
+/// Runs `check` on `config` and asserts the agent refuses it (exit 2) with each of `expected`
+/// in its message; returns the message.
+pub fn assert_config_refused(config: &Path, expected: &[&str]) -> String {
+    let output = run_agent(config, &["check"]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    for expected in expected {
+        assert!(message.contains(expected), "missing {expected:?} in:\n{message}");
+    }
+    message
+}
+
 pub fn stdout(output: &Output) -> String {
     String::from_utf8(output.stdout.clone()).unwrap()
 }
