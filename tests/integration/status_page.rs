@@ -45,10 +45,19 @@ fn the_status_page_shows_the_aggregate_the_targets_and_the_config_without_secret
         ),
     );
     let agent = Running::start(&config, port);
-    wait_for("failed pushes and a backlog", DEADLINE, || {
+    wait_for("a failed push and a backlog", DEADLINE, || {
         let metrics = parse_exposition(&agent.metrics());
         let backlog = value_of(&metrics, "apimetrics_agent_remote_write_backlog_samples", &[("target", "central")])?;
-        (backlog > 0.0).then_some(())
+        let failed_pushes = metrics
+            .iter()
+            .filter(|(name, labels, value)| {
+                name == "apimetrics_agent_pushes_total"
+                    && labels.get("result").map(String::as_str) == Some("failure")
+                    && labels.get("target").is_some_and(|target| target.starts_with("http://"))
+                    && *value > 0.0
+            })
+            .count();
+        (backlog > 0.0 && failed_pushes == 1).then_some(())
     });
 
     let profile = tempfile::tempdir().unwrap();
