@@ -137,11 +137,14 @@ async fn reload(
     }
     let previous = std::mem::replace(outlets, Outlets::idle());
     previous.stop().await;
+    // In force before the new outlets start, so their first figures land on their own entries.
+    state.replace_config(new.clone());
     match Outlets::start(&new, state, stop) {
         Ok(started) => *outlets = started,
         Err(error) => {
             let message = format!("{error:#}");
             error!(error = %message, "reload refused: the new outlets would not start; running on as before");
+            state.replace_config(old.clone());
             *outlets = Outlets::start(&old, state, stop).map_err(|error| format!("{error:#}"))?;
             state.record_reload(false, Utc::now());
             return Err(message);
@@ -151,7 +154,6 @@ async fn reload(
         let previous = std::mem::replace(schedule, Schedule::start(&new, false, tick_sender.clone(), stop));
         previous.stop().await;
     }
-    state.replace_config(new.clone());
     state.record_reload(true, Utc::now());
     info!(config = %new.path.display(), n_pushgateways = new.pushgateways.len(), n_remote_writes = new.remote_writes.len(), "reloaded the config");
     Ok(())
