@@ -1,73 +1,56 @@
-//! The configuration file: serde types that mirror the TOML exactly, and the one `validate`
-//! step that turns them into checked domain types or reports every problem with its key and line.
+//! The configuration file as a whole: the TOML parsed with its spans, then one `validate` step
+//! that hands each table to the module it configures (`source`, `exposition`, the outlets) and
+//! checks what spans tables, so every problem is reported at once with its key and line. This
+//! sits above the outlets and composes their settings; none of them imports it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chrono_tz::Tz;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::pushgateway::{self, PushgatewayConfig, RawPushgateway};
-use crate::remote_write::{self, RawRemoteWrite, RemoteWriteConfig};
-
-/// The label names the aggregate itself uses; constant labels may not reuse them.
-pub const AGGREGATE_LABELS: [&str; 2] = ["api", "status"];
+use crate::common::problems::{Problems, duration, line_of};
+use crate::common::redact::redacted_config;
+use crate::exposition::config::{MetricConfig, RawLabels, RawMetric, validate_labels};
+use crate::pushgateway::config::{PushgatewayConfig, RawPushgateway};
+use crate::remote_write::config::{RawRemoteWrite, RemoteWriteConfig};
+use crate::source::config::{RawSource, SourceConfig};
 
 /// The checked configuration the agent runs on.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The file it was read from, for messages.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// The file's text with every secret replaced, for the status page.
-    pub redacted_text: String,
-    pub state_dir: PathBuf,
-    pub source: SourceConfig,
-    pub schedule: Schedule,
-    pub run_on_start: bool,
-    pub metric: MetricConfig,
+    pub(crate) redacted_text: String,
+    pub(crate) state_dir: PathBuf,
+    pub(crate) source: SourceConfig,
+    pub(crate) schedule: Schedule,
+    pub(crate) run_on_start: bool,
+    pub(crate) metric: MetricConfig,
     /// Constant labels on every series, sorted by name.
-    pub labels: BTreeMap<String, String>,
+    pub(crate) labels: BTreeMap<String, String>,
     /// Where to serve `/metrics` and `/healthz`; `None` for no local endpoint.
-    pub scrape_listen: Option<SocketAddr>,
+    pub(crate) scrape_listen: Option<SocketAddr>,
     /// Whether the scrape endpoint serves `POST /-/reload`.
-    pub enable_reload: bool,
-    pub pushgateways: Vec<PushgatewayConfig>,
-    pub remote_writes: Vec<RemoteWriteConfig>,
+    pub(crate) enable_reload: bool,
+    pub(crate) pushgateways: Vec<PushgatewayConfig>,
+    pub(crate) remote_writes: Vec<RemoteWriteConfig>,
 }
 
-#[derive(Debug, Clone)]
-pub struct SourceConfig {
-    pub database: PathBuf,
-    pub window: Duration,
-    pub timezone: Tz,
-    pub busy_timeout: Duration,
-    pub tables: Tables,
-}
-
-/// The names of the Django tables the agent reads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tables {
-    pub api: String,
-    pub status: String,
-    pub transaction: String,
-}
-
-impl Default for Tables {
-    fn default() -> Self {
-        Tables {
-            api: "apiMetrics_api".to_owned(),
-            status: "apiMetrics_transactionstatus".to_owned(),
-            transaction: "apiMetrics_transaction".to_owned(),
-        }
+impl Config {
+    /// The `[source]` table: the database to read and how.
+    pub fn source(&self) -> &SourceConfig {
+        &self.source
     }
 }
 
-#[derive(Debug, Clone)]
-pub enum Schedule {
+/// When ticks happen, as `[schedule]` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Schedule {
     Interval(Duration),
     /// A cron expression with seconds, already known to parse.
     Cron(String),
@@ -80,13 +63,6 @@ impl fmt::Display for Schedule {
             Schedule::Cron(expression) => write!(f, "cron {expression:?} (UTC)"),
         }
     }
-}
-
-#[derive(Debug, Clone)]
-pub struct MetricConfig {
-    pub name: String,
-    pub help: String,
-    pub zero_fill: bool,
 }
 
 /// A configuration that cannot be used; `main` exits with code 2 on it.
@@ -123,10 +99,15 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 /// Parses and validates configuration text; `path` names it in messages and anchors relative paths.
-pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+pub(crate) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let raw: RawConfig = toml::from_str(text)
         .map_err(|error| ConfigError { path: path.to_owned(), problems: vec![describe_toml_error(text, &error)] })?;
-    validate(path, text, raw)
+    let mut problems = Problems::new(text);
+    let config = raw.validate(&mut problems, path, text);
+    match problems.into_messages() {
+        found if found.is_empty() => Ok(config),
+        found => Err(ConfigError { path: path.to_owned(), problems: found }),
+    }
 }
 
 fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
@@ -137,12 +118,9 @@ fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
     }
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())].iter().filter(|&&byte| byte == b'\n').count() + 1
-}
-
 // ---------------------------------------------------------------------------------------------
-// The TOML as written. Every field mirrors a key of config.toml.
+// The TOML as written. Every field mirrors a key of config.toml; the tables of one module are
+// that module's own.
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -160,7 +138,7 @@ struct RawConfig {
     metric: RawMetric,
     /// Constant labels added to every series.
     #[serde(default)]
-    labels: BTreeMap<Spanned<String>, Spanned<String>>,
+    labels: RawLabels,
     /// The local scrape endpoint; absent for none.
     scrape: Option<RawScrape>,
     /// Pushgateway targets, each pushed to independently.
@@ -189,40 +167,6 @@ fn default_state_dir() -> String {
     "state".to_owned()
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSource {
-    /// The Django SQLite file, relative to the config file; must exist.
-    database: Option<Spanned<String>>,
-    /// How far back a transaction's `time_modified` may lie to be counted.
-    window: Option<Spanned<String>>,
-    /// The IANA zone of the naive timestamps Django stored (UTC when `USE_TZ = True`).
-    timezone: Option<Spanned<String>>,
-    /// How long a read waits for the app's write lock before the tick fails.
-    busy_timeout: Option<Spanned<String>>,
-    /// The API model's table.
-    #[serde(default = "default_api_table")]
-    api_table: String,
-    /// The TransactionStatus model's table.
-    #[serde(default = "default_status_table")]
-    status_table: String,
-    /// The Transaction model's table.
-    #[serde(default = "default_transaction_table")]
-    transaction_table: String,
-}
-
-fn default_api_table() -> String {
-    Tables::default().api
-}
-
-fn default_status_table() -> String {
-    Tables::default().status
-}
-
-fn default_transaction_table() -> String {
-    Tables::default().transaction
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSchedule {
@@ -247,34 +191,6 @@ fn default_true() -> bool {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawMetric {
-    /// The gauge family's name.
-    #[serde(default = "default_metric_name")]
-    name: Spanned<String>,
-    /// The gauge family's HELP text.
-    #[serde(default = "default_metric_help")]
-    help: String,
-    /// Emit every API name × status name, 0 where there are none.
-    #[serde(default = "default_true")]
-    zero_fill: bool,
-}
-
-impl Default for RawMetric {
-    fn default() -> Self {
-        RawMetric { name: default_metric_name(), help: default_metric_help(), zero_fill: true }
-    }
-}
-
-fn default_metric_name() -> Spanned<String> {
-    Spanned::new(0..0, "api_transactions".to_owned())
-}
-
-fn default_metric_help() -> String {
-    "API Transactions".to_owned()
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawScrape {
     /// The address to serve `/metrics` and `/healthz` on, e.g. "127.0.0.1:9184".
     listen: Spanned<String>,
@@ -284,150 +200,102 @@ struct RawScrape {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Validation: every problem is collected, each with its key and line.
+// Validation: each table by the module it configures, then the rules that span tables.
 
-/// The problems found so far, each with its key and, where the TOML has it, its line.
-pub struct Problems<'a> {
-    text: &'a str,
-    /// Each problem with its line, or `usize::MAX` where it has none, to sort them as the file reads.
-    found: Vec<(usize, String)>,
+impl RawConfig {
+    fn validate(self, problems: &mut Problems<'_>, path: &Path, text: &str) -> Config {
+        let base = path.parent().unwrap_or(Path::new("."));
+        let source = self.source.validate(problems, base);
+        let schedule = self.schedule.validate(problems);
+        let metric = self.metric.validate(problems);
+        let labels = validate_labels(problems, &self.labels);
+        let scrape_listen = self.scrape.as_ref().and_then(|scrape| scrape.validate(problems));
+        let pushgateways = validate_pushgateways(problems, &self.pushgateway, &labels, base);
+        let remote_writes = validate_remote_writes(problems, &self.remote_write, base);
+        Config {
+            path: path.to_owned(),
+            redacted_text: redacted_config(text),
+            state_dir: base.join(self.agent.state_dir),
+            source,
+            schedule,
+            run_on_start: self.schedule.run_on_start,
+            metric,
+            labels,
+            scrape_listen,
+            enable_reload: self.scrape.as_ref().is_some_and(|scrape| scrape.enable_reload),
+            pushgateways,
+            remote_writes,
+        }
+    }
 }
 
-impl Problems<'_> {
-    /// A problem with the value at `value`'s place in the file.
-    pub fn at<T>(&mut self, value: &Spanned<T>, key: &str, message: impl fmt::Display) {
-        let line = if value.span().end == 0 { None } else { Some(line_of(self.text, value.span().start)) };
-        match line {
-            Some(line) => self.found.push((line, format!("line {line}: {key}: {message}"))),
-            None => self.found.push((usize::MAX, format!("{key}: {message}"))),
+impl RawSchedule {
+    fn validate(&self, problems: &mut Problems<'_>) -> Schedule {
+        match (&self.interval, &self.cron) {
+            (Some(_), Some(cron)) => {
+                problems.at(cron, "schedule.cron", "set exactly one of schedule.interval and schedule.cron, not both");
+                Schedule::Interval(Duration::from_secs(15))
+            }
+            (None, None) => {
+                problems.plain("schedule", "set exactly one of schedule.interval (e.g. \"15s\") and schedule.cron");
+                Schedule::Interval(Duration::from_secs(15))
+            }
+            (Some(interval), None) => {
+                Schedule::Interval(duration(problems, Some(interval), "schedule.interval", "15s"))
+            }
+            (None, Some(cron)) => {
+                if let Err(error) = parse_cron(cron.get_ref()) {
+                    problems.at(
+                        cron,
+                        "schedule.cron",
+                        format_args!(
+                            "{:?} is not a cron expression: {error} (six fields, seconds first, e.g. \"*/15 * * * * *\")",
+                            cron.get_ref()
+                        ),
+                    );
+                }
+                Schedule::Cron(cron.get_ref().clone())
+            }
         }
-    }
-
-    /// A problem with no one place in the file.
-    pub fn plain(&mut self, key: &str, message: impl fmt::Display) {
-        self.found.push((usize::MAX, format!("{key}: {message}")));
     }
 }
 
-fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigError> {
-    let mut problems = Problems { text, found: Vec::new() };
-    let base = path.parent().unwrap_or(Path::new("."));
+/// Parses a cron expression exactly as the scheduler will: six or seven fields, seconds first.
+fn parse_cron(expression: &str) -> Result<croner::Cron, croner::errors::CronError> {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(expression)
+}
 
-    let database = match &raw.source.database {
-        None => {
-            problems.plain("source.database", "missing: name the Django app's SQLite file");
-            PathBuf::new()
-        }
-        Some(database) => {
-            let resolved = base.join(database.get_ref());
-            if !resolved.is_file() {
-                problems.at(
-                    database,
-                    "source.database",
-                    format_args!(
-                        "no such file {:?} (the agent never creates it: point it at the Django app's SQLite database)",
-                        resolved.display().to_string()
-                    ),
-                );
-            }
-            resolved
-        }
-    };
-    let window = duration(&mut problems, raw.source.window.as_ref(), "source.window", "24h");
-    let busy_timeout = duration(&mut problems, raw.source.busy_timeout.as_ref(), "source.busy_timeout", "5s");
-    let timezone = match &raw.source.timezone {
-        None => Tz::UTC,
-        Some(zone) => zone.get_ref().parse::<Tz>().unwrap_or_else(|_| {
-            problems.at(
-                zone,
-                "source.timezone",
-                format_args!("{:?} is not an IANA time zone (e.g. \"UTC\", \"Africa/Nairobi\")", zone.get_ref()),
-            );
-            Tz::UTC
-        }),
-    };
-    let tables = Tables {
-        api: raw.source.api_table,
-        status: raw.source.status_table,
-        transaction: raw.source.transaction_table,
-    };
-
-    let schedule = match (&raw.schedule.interval, &raw.schedule.cron) {
-        (Some(_), Some(cron)) => {
-            problems.at(cron, "schedule.cron", "set exactly one of schedule.interval and schedule.cron, not both");
-            Schedule::Interval(Duration::from_secs(15))
-        }
-        (None, None) => {
-            problems.plain("schedule", "set exactly one of schedule.interval (e.g. \"15s\") and schedule.cron");
-            Schedule::Interval(Duration::from_secs(15))
-        }
-        (Some(interval), None) => {
-            Schedule::Interval(duration(&mut problems, Some(interval), "schedule.interval", "15s"))
-        }
-        (None, Some(cron)) => {
-            if let Err(error) = parse_cron(cron.get_ref()) {
-                problems.at(
-                    cron,
-                    "schedule.cron",
-                    format_args!(
-                        "{:?} is not a cron expression: {error} (six fields, seconds first, e.g. \"*/15 * * * * *\")",
-                        cron.get_ref()
-                    ),
-                );
-            }
-            Schedule::Cron(cron.get_ref().clone())
-        }
-    };
-
-    let metric_name = raw.metric.name.get_ref().clone();
-    if !is_metric_name(&metric_name) {
-        problems.at(
-            &raw.metric.name,
-            "metric.name",
-            format_args!("{metric_name:?} is not a metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)"),
-        );
-    }
-
-    let mut labels = BTreeMap::new();
-    for (name, value) in &raw.labels {
-        let key = format!("labels.{}", name.get_ref());
-        if !is_label_name(name.get_ref()) {
-            problems.at(name, &key, "not a label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with \"__\")");
-        } else if AGGREGATE_LABELS.contains(&name.get_ref().as_str()) {
-            problems.at(name, &key, "collides with a label of the aggregate (api, status): pick another name");
-        }
-        if value.get_ref().is_empty() {
-            problems.at(value, &key, "empty value: Prometheus treats an empty label as absent");
-        }
-        labels.insert(name.get_ref().clone(), value.get_ref().clone());
-    }
-
-    let scrape_listen = raw.scrape.as_ref().and_then(|scrape| {
-        scrape
-            .listen
+impl RawScrape {
+    fn validate(&self, problems: &mut Problems<'_>) -> Option<SocketAddr> {
+        self.listen
             .get_ref()
             .parse::<SocketAddr>()
             .map_err(|_| {
                 problems.at(
-                    &scrape.listen,
+                    &self.listen,
                     "scrape.listen",
-                    format_args!(
-                        "{:?} is not an address with a port, e.g. \"127.0.0.1:9184\"",
-                        scrape.listen.get_ref()
-                    ),
+                    format_args!("{:?} is not an address with a port, e.g. \"127.0.0.1:9184\"", self.listen.get_ref()),
                 );
             })
             .ok()
-    });
+    }
+}
 
-    let pushgateways: Vec<PushgatewayConfig> = raw
-        .pushgateway
-        .iter()
-        .enumerate()
-        .map(|(index, target)| pushgateway::validate(&mut problems, index, target, &labels, base))
-        .collect();
-    let mut names = std::collections::BTreeSet::new();
-    for (index, target) in pushgateways.iter().enumerate() {
+/// Each `[[pushgateway]]`, and no two pushing to the same group.
+fn validate_pushgateways(
+    problems: &mut Problems<'_>,
+    raw: &[RawPushgateway],
+    labels: &BTreeMap<String, String>,
+    base: &Path,
+) -> Vec<PushgatewayConfig> {
+    let targets: Vec<PushgatewayConfig> =
+        raw.iter().enumerate().map(|(index, target)| target.validate(problems, index, labels, base)).collect();
+    let mut names = BTreeSet::new();
+    for (index, target) in targets.iter().enumerate() {
         if !names.insert(target.name()) {
             problems.plain(
                 &format!("pushgateway[{index}]"),
@@ -438,15 +306,15 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
             );
         }
     }
+    targets
+}
 
-    let remote_writes: Vec<RemoteWriteConfig> = raw
-        .remote_write
-        .iter()
-        .enumerate()
-        .map(|(index, target)| remote_write::validate(&mut problems, index, target, base))
-        .collect();
-    let mut names = std::collections::BTreeSet::new();
-    for (index, target) in remote_writes.iter().enumerate() {
+/// Each `[[remote_write]]`, and no two sharing a name (it names the queue).
+fn validate_remote_writes(problems: &mut Problems<'_>, raw: &[RawRemoteWrite], base: &Path) -> Vec<RemoteWriteConfig> {
+    let targets: Vec<RemoteWriteConfig> =
+        raw.iter().enumerate().map(|(index, target)| target.validate(problems, index, base)).collect();
+    let mut names = BTreeSet::new();
+    for (index, target) in targets.iter().enumerate() {
         if !names.insert(target.name.as_str()) {
             problems.plain(
                 &format!("remote_write[{index}].name"),
@@ -457,128 +325,14 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
             );
         }
     }
-
-    if !problems.found.is_empty() {
-        problems.found.sort_by_key(|(line, _)| *line);
-        let problems = problems.found.into_iter().map(|(_, problem)| problem).collect();
-        return Err(ConfigError { path: path.to_owned(), problems });
-    }
-    Ok(Config {
-        path: path.to_owned(),
-        redacted_text: redacted(text),
-        state_dir: base.join(raw.agent.state_dir),
-        source: SourceConfig { database, window, timezone, busy_timeout, tables },
-        schedule,
-        run_on_start: raw.schedule.run_on_start,
-        metric: MetricConfig { name: metric_name, help: raw.metric.help, zero_fill: raw.metric.zero_fill },
-        labels,
-        scrape_listen,
-        enable_reload: raw.scrape.as_ref().is_some_and(|scrape| scrape.enable_reload),
-        pushgateways,
-        remote_writes,
-    })
-}
-
-/// A duration key: `value` if given, else `default`; zero and unparsable values are problems.
-pub fn duration(problems: &mut Problems<'_>, value: Option<&Spanned<String>>, key: &str, default: &str) -> Duration {
-    let Some(value) = value else {
-        return humantime::parse_duration(default).expect("default durations parse");
-    };
-    match humantime::parse_duration(value.get_ref()) {
-        Ok(parsed) if parsed.is_zero() => {
-            problems.at(value, key, "must be longer than zero");
-            parsed
-        }
-        Ok(parsed) => parsed,
-        Err(error) => {
-            problems.at(
-                value,
-                key,
-                format_args!("{:?} is not a duration: {error} (e.g. \"500ms\", \"15s\", \"24h\")", value.get_ref()),
-            );
-            Duration::from_secs(1)
-        }
-    }
-}
-
-/// Keys whose values are secrets, and header names that usually carry one.
-const SECRET_KEYS: [&str; 2] = ["password", "bearer_token"];
-const SECRET_HEADER_WORDS: [&str; 6] = ["auth", "token", "key", "secret", "cookie", "password"];
-
-/// The config's TOML with passwords, tokens and credential-like headers replaced by
-/// "<redacted>" (comments are not kept: they may hold secrets too).
-pub fn redacted(text: &str) -> String {
-    fn redact(value: &mut toml::Value, in_headers: bool) {
-        match value {
-            toml::Value::Table(table) => {
-                for (key, value) in table.iter_mut() {
-                    let lower = key.to_ascii_lowercase();
-                    let secret = SECRET_KEYS.contains(&lower.as_str())
-                        || (in_headers && SECRET_HEADER_WORDS.iter().any(|word| lower.contains(word)));
-                    if secret {
-                        *value = toml::Value::String("<redacted>".to_owned());
-                    } else {
-                        redact(value, key == "headers");
-                    }
-                }
-            }
-            toml::Value::Array(items) => items.iter_mut().for_each(|item| redact(item, false)),
-            _ => {}
-        }
-    }
-    match text.parse::<toml::Table>() {
-        Ok(table) => {
-            let mut value = toml::Value::Table(table);
-            redact(&mut value, false);
-            toml::to_string_pretty(&value).unwrap_or_default()
-        }
-        Err(_) => String::new(),
-    }
-}
-
-/// A size such as "256MiB", "1GB", "4096" (bytes); binary and decimal units.
-pub fn byte_size(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        "kib" => 1 << 10,
-        "mib" => 1 << 20,
-        "gib" => 1 << 30,
-        _ => return None,
-    };
-    number.parse::<u64>().ok()?.checked_mul(multiplier).filter(|size| *size > 0)
-}
-
-/// Parses a cron expression exactly as the scheduler will: six or seven fields, seconds first.
-pub fn parse_cron(expression: &str) -> Result<croner::Cron, croner::errors::CronError> {
-    croner::parser::CronParser::builder()
-        .seconds(croner::parser::Seconds::Required)
-        .dom_and_dow(true)
-        .build()
-        .parse(expression)
-}
-
-pub fn is_metric_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-}
-
-pub fn is_label_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    !name.starts_with("__")
-        && matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    targets
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::config::Tables;
+    use chrono_tz::Tz;
 
     fn parse_in(dir: &Path, text: &str) -> Result<Config, ConfigError> {
         parse(&dir.join("config.toml"), text)
@@ -588,30 +342,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("app.sqlite3"), b"").unwrap();
         dir
-    }
-
-    #[test]
-    fn secrets_are_redacted_from_the_shown_config() {
-        let text = "[[pushgateway]]\nurl = \"http://gw\"\nbasic_auth = { username = \"agent\", password = \"hunter2\" }\n\
-                    bearer_token = \"tok-1\"\nheaders = { Authorization = \"Basic eA==\", \"X-Scope-OrgID\" = \"site-1\" }\n";
-        let shown = redacted(text);
-        for secret in ["hunter2", "tok-1", "eA=="] {
-            assert!(!shown.contains(secret), "{shown}");
-        }
-        for kept in ["agent", "site-1", "http://gw", "<redacted>"] {
-            assert!(shown.contains(kept), "{shown}");
-        }
-    }
-
-    #[test]
-    fn sizes_take_binary_and_decimal_units() {
-        assert_eq!(byte_size("256MiB"), Some(256 << 20));
-        assert_eq!(byte_size("1GB"), Some(1_000_000_000));
-        assert_eq!(byte_size("4096"), Some(4096));
-        assert_eq!(byte_size("2 kib"), Some(2048));
-        for bad in ["", "0", "MiB", "12XB", "-1MiB", "99999999999999999999GiB"] {
-            assert_eq!(byte_size(bad), None, "{bad}");
-        }
     }
 
     #[test]

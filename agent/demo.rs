@@ -12,12 +12,13 @@ use chrono_tz::Tz;
 use rusqlite::Connection;
 use tracing::{info, warn};
 
+use crate::common::django_time::django_timestamp;
+use crate::common::random::SplitMix64;
 use crate::config;
-use crate::populate::{self, Population, SplitMix64};
-use crate::source::django_timestamp;
+use crate::populate::{self, Population};
 
 /// The sample database `demo` creates beside the config file and writes to.
-pub const DEMO_DATABASE: &str = "demo.sqlite3";
+const DEMO_DATABASE: &str = "demo.sqlite3";
 
 /// Creates the demo database if absent, starts the sample writer, and runs the agent on the
 /// config at `config_path` until `shutdown`.
@@ -62,7 +63,7 @@ fn write_like_the_app(database: &Path, stop: &AtomicBool) -> anyhow::Result<()> 
     let connection = Connection::open(database).with_context(|| format!("opening {}", database.display()))?;
     connection.busy_timeout(Duration::from_secs(5))?;
     let n_apis: i64 = connection.query_row("SELECT count(*) FROM apiMetrics_api", [], |row| row.get(0))?;
-    let mut random = SplitMix64(Utc::now().timestamp_micros() as u64);
+    let mut random = SplitMix64::from_clock();
     while !stop.load(Ordering::Relaxed) {
         let now = django_timestamp(Utc::now(), Tz::UTC);
         let transaction = connection.unchecked_transaction()?;

@@ -1,22 +1,24 @@
-//! apimetrics-agent: reads a Django payment app's SQLite database read-only, computes how many
+//! apimetrics-agent: reads a Django payment app's database read-only, computes how many
 //! transactions were modified in the last 24 hours by API and status, and gets that aggregate
-//! out of the site: a local `/metrics` now, push outlets next.
+//! out of the site: a local `/metrics`, Pushgateway pushes and remote-write with a durable queue.
 //!
-//! The data's way: [`config`] → [`source`] (SQLite) → [`snapshot`] (the aggregate) →
-//! outlets ([`scrape`]), driven by [`schedule`] and [`run`]. See ARCHITECTURE.md.
+//! The modules form layers, each importing only from those below it (ARCHITECTURE.md):
+//! [`common`] → [`source`] → [`snapshot`] and `exposition` → `http` and `telemetry` →
+//! the outlets (`pushgateway`, [`remote_write`]) → [`config`] → the run loop ([`run`], `scrape`,
+//! `status_page`, `ticker`) → [`demo`]. [`populate`] makes sample databases from [`common`] alone.
 
+pub mod common;
 pub mod config;
 pub mod demo;
-pub mod exposition;
-pub mod http;
+pub(crate) mod exposition;
+pub(crate) mod http;
 pub mod populate;
-pub mod pushgateway;
+pub(crate) mod pushgateway;
 pub mod remote_write;
 pub mod run;
-pub mod schedule;
-pub mod scrape;
+pub(crate) mod scrape;
 pub mod snapshot;
 pub mod source;
-pub mod status_page;
+pub(crate) mod status_page;
 pub mod telemetry;
-pub mod window_count;
+pub(crate) mod ticker;

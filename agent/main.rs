@@ -85,7 +85,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Check => {
             let config = config::load(&cli.config)?;
-            print!("config {} is valid\n{}", cli.config.display(), source::check(&config.source)?);
+            print!("config {} is valid\n{}", cli.config.display(), source::check(config.source())?);
         }
         Command::Populate { path, rows, seed, apis, force } => {
             populate::create(&path, &Population::new(rows, apis, seed), force, true)?;

@@ -12,7 +12,8 @@ use chrono_tz::Tz;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rusqlite::{Connection, params};
 
-use crate::source::django_timestamp;
+use crate::common::django_time::django_timestamp;
+use crate::common::random::SplitMix64;
 
 /// The tables Django's migrations create for the app's models.
 pub const DJANGO_SCHEMA: &str = include_str!("../schema/django.sql");
@@ -140,27 +141,8 @@ fn fill(connection: &Connection, population: &Population, show_progress: bool) -
     Ok(())
 }
 
-/// A small, fast, reproducible generator (SplitMix64); sample data needs no more.
-#[derive(Debug, Clone)]
-pub struct SplitMix64(pub u64);
-
-impl SplitMix64 {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..bound`.
-    pub fn below(&mut self, bound: u64) -> u64 {
-        ((self.next_u64() as u128 * bound as u128) >> 64) as u64
-    }
-}
-
 /// Creates a Pending transaction of a random API, modified `now`, as the app does.
-pub fn create_transaction(
+pub(crate) fn create_transaction(
     connection: &Connection,
     random: &mut SplitMix64,
     n_apis: i64,
@@ -175,7 +157,7 @@ pub fn create_transaction(
 
 /// Moves one of the `n_recent` newest transactions to a random status, bumping `time_modified`
 /// to `now` as Django's `auto_now` does.
-pub fn move_recent_transaction(
+pub(crate) fn move_recent_transaction(
     connection: &Connection,
     random: &mut SplitMix64,
     n_recent: u64,

@@ -1,5 +1,6 @@
-//! The agent's life: bind the scrape endpoint, drive the schedule, take a snapshot per tick off
-//! the async runtime, hand it to the outlets, and stop cleanly when told to.
+//! The agent's life: bind the scrape endpoint, drive the ticker, take a snapshot per tick off
+//! the async runtime, render it once and hand it to the outlets, reload on request, and stop
+//! cleanly when told to. `Agent` holds the run loop's state; `once` is one tick, sent at once.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,167 +10,225 @@ use anyhow::{Context, bail};
 use chrono::Utc;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::config::{self, Config};
+use crate::exposition::Rendered;
 use crate::pushgateway::{self, Pushgateway};
-use crate::remote_write::{self, RemoteWriteTarget};
+use crate::remote_write::{RemoteWriteTarget, sender};
+use crate::scrape::{self, ReloadRequest};
 use crate::snapshot::Snapshot;
-use crate::telemetry::AgentState;
-use crate::{exposition, schedule, scrape, source};
+use crate::telemetry::{TargetKind, Telemetry};
+use crate::ticker;
 
 /// How long the tasks under way get to finish after a shutdown signal, or outlets at a reload.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
-/// A request to re-read the config (SIGHUP, or `POST /-/reload`), with where to say how it went.
-#[derive(Debug)]
-pub struct ReloadRequest {
-    pub respond: Option<oneshot::Sender<Result<(), String>>>,
-}
-
 /// Runs until `shutdown` resolves (SIGTERM or SIGINT in the binary), then stops cleanly.
 /// SIGHUP re-reads the config; a config that fails validation is refused and the agent goes on.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let state = Arc::new(AgentState::new(Arc::new(config)));
-    let config = state.config();
-    let stop = CancellationToken::new();
-    let tasks = TaskTracker::new();
-    let (reload_sender, mut reload_receiver) = mpsc::channel::<ReloadRequest>(1);
+    let mut agent = Agent::start(config).await?;
+    let outcome = agent.run_until(shutdown).await;
+    agent.stop().await;
+    outcome
+}
 
-    if let Some(listen) = config.scrape_listen {
-        let listener = TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("binding scrape.listen {listen} (is another process using it?)"))?;
-        info!(address = %listener.local_addr()?, "serving /metrics and /healthz");
-        let reload = config.enable_reload.then(|| reload_sender.clone());
-        let (state, stop) = (state.clone(), stop.clone());
-        tasks.spawn(async move {
-            if let Err(error) = scrape::serve(listener, state, reload, stop).await {
-                warn!(%error, "scrape endpoint stopped");
-            }
-        });
-    }
-    let mut hangups = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    tasks.spawn({
-        let stop = stop.clone();
-        async move {
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    Some(()) = hangups.recv() => { let _ = reload_sender.send(ReloadRequest { respond: None }).await; }
+/// The running agent: the config in force, what it has recorded of itself, its outlets and
+/// ticker, and the channels that drive it.
+struct Agent {
+    /// The config in force; the scrape endpoint reads it, a reload replaces it.
+    config: watch::Sender<Arc<Config>>,
+    telemetry: Arc<Telemetry>,
+    outlets: Outlets,
+    ticker: Ticker,
+    /// Where tickers signal ticks, and where the loop takes them.
+    tick_sender: mpsc::Sender<()>,
+    ticks: mpsc::Receiver<()>,
+    reloads: mpsc::Receiver<ReloadRequest>,
+    /// Cancelled at shutdown: stops the ticker, the outlets and `tasks`.
+    stop: CancellationToken,
+    /// The scrape endpoint and the SIGHUP listener.
+    tasks: TaskTracker,
+}
+
+impl Agent {
+    /// Binds the scrape endpoint, opens the queues, starts a delivery task per target and the
+    /// ticker.
+    async fn start(config: Config) -> anyhow::Result<Agent> {
+        let config = Arc::new(config);
+        let telemetry = Arc::new(Telemetry::default());
+        telemetry.set_targets(target_names(&config));
+        let (config_sender, _) = watch::channel(config.clone());
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let (reload_sender, reloads) = mpsc::channel::<ReloadRequest>(1);
+        if let Some(listen) = config.scrape_listen {
+            let listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding scrape.listen {listen} (is another process using it?)"))?;
+            info!(address = %listener.local_addr()?, "serving /metrics and /healthz");
+            let reload = config.enable_reload.then(|| reload_sender.clone());
+            let server = scrape::serve(listener, telemetry.clone(), config_sender.subscribe(), reload, stop.clone());
+            tasks.spawn(async move {
+                if let Err(error) = server.await {
+                    warn!(%error, "scrape endpoint stopped");
                 }
-            }
+            });
         }
-    });
+        tasks.spawn(forward_hangups(reload_sender, stop.clone())?);
 
-    let mut outlets = Outlets::start(&config, &state, &stop)?;
-    let (tick_sender, mut tick_receiver) = mpsc::channel(1);
-    let mut schedule = Schedule::start(&config, config.run_on_start, tick_sender.clone(), &stop);
-    info!(config = %config.path.display(), database = %config.source.database.display(), schedule = %config.schedule, "agent started");
+        let outlets = Outlets::start(&config, &telemetry, &stop)?;
+        let (tick_sender, ticks) = mpsc::channel(1);
+        let ticker = Ticker::start(&config, config.run_on_start, tick_sender.clone(), &stop);
+        info!(config = %config.path.display(), database = %config.source.database.display(), schedule = %config.schedule, "agent started");
+        Ok(Agent { config: config_sender, telemetry, outlets, ticker, tick_sender, ticks, reloads, stop, tasks })
+    }
 
-    tokio::pin!(shutdown);
-    let outcome = loop {
-        tokio::select! {
-            () = &mut shutdown => break Ok(()),
-            ended = &mut schedule.task => break match ended {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(error)) => Err(error),
-                Err(error) => Err(error).context("the schedule task failed"),
-            },
-            Some(request) = reload_receiver.recv() => {
-                let outcome = reload(&state, &mut outlets, &mut schedule, &tick_sender, &stop).await;
-                if let Some(respond) = request.respond {
-                    let _ = respond.send(outcome);
+    fn config(&self) -> Arc<Config> {
+        self.config.borrow().clone()
+    }
+
+    /// Ticks and reloads until `shutdown` resolves or the ticker fails.
+    async fn run_until(&mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                ended = &mut self.ticker.task => return match ended {
+                    Ok(result) => result,
+                    Err(error) => Err(error).context("the ticker task failed"),
+                },
+                Some(request) = self.reloads.recv() => {
+                    let outcome = self.reload().await;
+                    if let Some(respond) = request.respond {
+                        let _ = respond.send(outcome);
+                    }
                 }
-            }
-            Some(()) = tick_receiver.recv() => {
-                tokio::select! {
-                    () = &mut shutdown => break Ok(()),
-                    result = tick(&state) => match result {
-                        Ok(snapshot) => outlets.publish(snapshot, &state.config()).await,
-                        Err(error) => warn!(error = %format!("{error:#}"), "tick failed; serving the last good snapshot"),
+                Some(()) = self.ticks.recv() => {
+                    tokio::select! {
+                        () = &mut shutdown => return Ok(()),
+                        () = self.tick() => {}
                     }
                 }
             }
         }
-    };
-
-    info!("shutting down");
-    stop.cancel();
-    outlets.stop().await;
-    tasks.close();
-    if tokio::time::timeout(SHUTDOWN_DEADLINE, tasks.wait()).await.is_err() {
-        warn!(deadline = ?SHUTDOWN_DEADLINE, "tasks still running at the shutdown deadline; leaving them");
     }
-    schedule.stop().await;
-    outcome
-}
 
-/// Re-reads the config from its file. A config that fails validation changes nothing; a good
-/// one replaces the outlets (remote-write queues keep their backlog on disk) and, if it
-/// changed, the schedule. The scrape endpoint stays as it was started.
-async fn reload(
-    state: &Arc<AgentState>,
-    outlets: &mut Outlets,
-    schedule: &mut Schedule,
-    tick_sender: &mpsc::Sender<()>,
-    stop: &CancellationToken,
-) -> Result<(), String> {
-    let old = state.config();
-    let path = old.path.clone();
-    let loaded = tokio::task::spawn_blocking(move || config::load(&path)).await.map_err(|error| error.to_string());
-    let new = match loaded {
-        Ok(Ok(config)) => Arc::new(config),
-        Ok(Err(error)) => {
-            let message = error.to_string();
-            error!(error = %message, "reload refused; running on as before");
-            state.record_reload(false, Utc::now());
-            return Err(message);
-        }
-        Err(message) => return Err(message),
-    };
-    if (new.scrape_listen, new.enable_reload) != (old.scrape_listen, old.enable_reload) {
-        warn!("the [scrape] table changed; it takes effect when the agent restarts");
-    }
-    let previous = std::mem::replace(outlets, Outlets::idle());
-    previous.stop().await;
-    // In force before the new outlets start, so their first figures land on their own entries.
-    state.replace_config(new.clone());
-    match Outlets::start(&new, state, stop) {
-        Ok(started) => *outlets = started,
-        Err(error) => {
-            let message = format!("{error:#}");
-            error!(error = %message, "reload refused: the new outlets would not start; running on as before");
-            state.replace_config(old.clone());
-            *outlets = Outlets::start(&old, state, stop).map_err(|error| format!("{error:#}"))?;
-            state.record_reload(false, Utc::now());
-            return Err(message);
+    /// One tick: the snapshot, rendered once, handed to every outlet. A failure keeps the last
+    /// good snapshot in place.
+    async fn tick(&self) {
+        let config = self.config();
+        match take_snapshot(&config, &self.telemetry).await {
+            Ok(rendered) => self.outlets.publish(rendered).await,
+            Err(error) => warn!(error = %format!("{error:#}"), "tick failed; serving the last good snapshot"),
         }
     }
-    if new.schedule.to_string() != old.schedule.to_string() {
-        let previous = std::mem::replace(schedule, Schedule::start(&new, false, tick_sender.clone(), stop));
-        previous.stop().await;
+
+    /// Re-reads the config from its file. A config that fails validation changes nothing; a
+    /// good one replaces the outlets (remote-write queues keep their backlog on disk) and, if it
+    /// changed, the ticker. The scrape endpoint stays as it was started.
+    async fn reload(&mut self) -> Result<(), String> {
+        let old = self.config();
+        let path = old.path.clone();
+        let new = match tokio::task::spawn_blocking(move || config::load(&path)).await {
+            Ok(Ok(config)) => Arc::new(config),
+            Ok(Err(refused)) => {
+                let message = refused.to_string();
+                error!(error = %message, "reload refused; running on as before");
+                self.telemetry.record_reload(false, Utc::now());
+                return Err(message);
+            }
+            Err(error) => return Err(error.to_string()),
+        };
+        if (new.scrape_listen, new.enable_reload) != (old.scrape_listen, old.enable_reload) {
+            warn!("the [scrape] table changed; it takes effect when the agent restarts");
+        }
+        std::mem::replace(&mut self.outlets, Outlets::idle()).stop().await;
+        // In force before the new outlets start, so their first figures land on their own entries.
+        self.put_in_force(&new);
+        match Outlets::start(&new, &self.telemetry, &self.stop) {
+            Ok(started) => self.outlets = started,
+            Err(refused) => {
+                let message = format!("{refused:#}");
+                error!(error = %message, "reload refused: the new outlets would not start; running on as before");
+                self.put_in_force(&old);
+                self.outlets =
+                    Outlets::start(&old, &self.telemetry, &self.stop).map_err(|error| format!("{error:#}"))?;
+                self.telemetry.record_reload(false, Utc::now());
+                return Err(message);
+            }
+        }
+        if new.schedule != old.schedule {
+            let ticker = Ticker::start(&new, false, self.tick_sender.clone(), &self.stop);
+            std::mem::replace(&mut self.ticker, ticker).stop().await;
+        }
+        self.telemetry.record_reload(true, Utc::now());
+        info!(config = %new.path.display(), n_pushgateways = new.pushgateways.len(), n_remote_writes = new.remote_writes.len(), "reloaded the config");
+        Ok(())
     }
-    state.record_reload(true, Utc::now());
-    info!(config = %new.path.display(), n_pushgateways = new.pushgateways.len(), n_remote_writes = new.remote_writes.len(), "reloaded the config");
-    Ok(())
+
+    /// Makes `config` the one in force: the scrape endpoint's, the targets telemetry keeps, and
+    /// the latest snapshot's text, rendered again as `config` says.
+    fn put_in_force(&self, config: &Arc<Config>) {
+        self.telemetry.set_targets(target_names(config));
+        if let Some(latest) = self.telemetry.latest() {
+            let rendered = Rendered::new(latest.snapshot.clone(), &config.metric, &config.labels);
+            self.telemetry.replace_latest(Arc::new(rendered));
+        }
+        self.config.send_replace(config.clone());
+    }
+
+    /// Stops the outlets, the tasks and the ticker, each within the deadline.
+    async fn stop(self) {
+        info!("shutting down");
+        self.stop.cancel();
+        self.outlets.stop().await;
+        self.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_DEADLINE, self.tasks.wait()).await.is_err() {
+            warn!(deadline = ?SHUTDOWN_DEADLINE, "tasks still running at the shutdown deadline; leaving them");
+        }
+        self.ticker.stop().await;
+    }
 }
 
-/// The schedule's task, stoppable on its own for a reload.
-struct Schedule {
+/// The push targets `config` names, as telemetry keeps them.
+fn target_names(config: &Config) -> impl Iterator<Item = (&str, TargetKind)> {
+    let pushgateways = config.pushgateways.iter().map(|target| (target.name(), TargetKind::Pushgateway));
+    let remote_writes = config.remote_writes.iter().map(|target| (target.name.as_str(), TargetKind::RemoteWrite));
+    pushgateways.chain(remote_writes)
+}
+
+/// A task that turns each SIGHUP into a reload request, until `stop`.
+fn forward_hangups(
+    reloads: mpsc::Sender<ReloadRequest>,
+    stop: CancellationToken,
+) -> anyhow::Result<impl Future<Output = ()>> {
+    let mut hangups = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    Ok(async move {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                Some(()) = hangups.recv() => { let _ = reloads.send(ReloadRequest { respond: None }).await; }
+            }
+        }
+    })
+}
+
+/// The ticker's task, stoppable on its own for a reload.
+struct Ticker {
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     stop: CancellationToken,
 }
 
-impl Schedule {
-    fn start(config: &Config, run_on_start: bool, ticks: mpsc::Sender<()>, parent: &CancellationToken) -> Schedule {
+impl Ticker {
+    fn start(config: &Config, run_on_start: bool, ticks: mpsc::Sender<()>, parent: &CancellationToken) -> Ticker {
         let stop = parent.child_token();
-        let task = tokio::spawn(schedule::drive(config.schedule.clone(), run_on_start, ticks, stop.clone()));
-        Schedule { task, stop }
+        let task = tokio::spawn(ticker::drive(config.schedule.clone(), run_on_start, ticks, stop.clone()));
+        Ticker { task, stop }
     }
 
     async fn stop(mut self) {
@@ -184,7 +243,7 @@ impl Schedule {
 struct Outlets {
     /// Each gateway target reads the latest snapshot on its own, so none waits on another or
     /// on a tick.
-    snapshots: watch::Sender<Option<Arc<Snapshot>>>,
+    snapshots: watch::Sender<Option<Arc<Rendered>>>,
     remote_writes: Vec<Arc<RemoteWriteTarget>>,
     stop: CancellationToken,
     tasks: TaskTracker,
@@ -201,7 +260,7 @@ impl Outlets {
         }
     }
 
-    fn start(config: &Config, state: &Arc<AgentState>, shutdown: &CancellationToken) -> anyhow::Result<Outlets> {
+    fn start(config: &Config, telemetry: &Arc<Telemetry>, shutdown: &CancellationToken) -> anyhow::Result<Outlets> {
         let outlets = Outlets {
             snapshots: watch::channel(None).0,
             remote_writes: open_remote_writes(config)?,
@@ -211,20 +270,18 @@ impl Outlets {
         for target in &config.pushgateways {
             let target = Pushgateway::new(target.clone()).with_context(|| format!("setting up {}", target.name()))?;
             let (snapshots, stop) = (outlets.snapshots.subscribe(), outlets.stop.clone());
-            outlets.tasks.spawn(pushgateway::deliver(target, snapshots, state.clone(), stop, shutdown.clone()));
+            outlets.tasks.spawn(pushgateway::deliver(target, snapshots, telemetry.clone(), stop, shutdown.clone()));
         }
         for target in &outlets.remote_writes {
-            let sender =
-                remote_write::Sender::new(target.clone()).with_context(|| format!("setting up {}", target.name()))?;
-            outlets.tasks.spawn(remote_write::deliver(sender, state.clone(), outlets.stop.clone()));
+            outlets.tasks.spawn(sender::deliver(target.sender()?, telemetry.clone(), outlets.stop.clone()));
         }
         Ok(outlets)
     }
 
     /// Hands a tick's snapshot to every target: committed to each remote-write queue first.
-    async fn publish(&self, snapshot: Arc<Snapshot>, config: &Arc<Config>) {
-        enqueue(&self.remote_writes, &snapshot, config).await;
-        self.snapshots.send_replace(Some(snapshot));
+    async fn publish(&self, rendered: Arc<Rendered>) {
+        enqueue(&self.remote_writes, &rendered).await;
+        self.snapshots.send_replace(Some(rendered));
     }
 
     /// Stops every delivery task, abandoning requests under way, within the deadline.
@@ -237,50 +294,56 @@ impl Outlets {
     }
 }
 
-/// One tick: read the database off the runtime and record the result. A failure keeps the last
-/// good snapshot in place for the outlets; the caller reports it.
-pub async fn tick(state: &AgentState) -> anyhow::Result<Arc<Snapshot>> {
+/// Reads the database off the runtime, renders the snapshot and records the result. The caller
+/// reports a failure.
+async fn take_snapshot(config: &Arc<Config>, telemetry: &Telemetry) -> anyhow::Result<Arc<Rendered>> {
     let started = Instant::now();
-    let config = state.config();
     let now = Utc::now();
-    let result =
-        tokio::task::spawn_blocking(move || source::take_snapshot(&config.source, config.metric.zero_fill, now))
+    let result = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || Snapshot::take(&config.source, config.metric.zero_fill, now))
             .await
             .context("the tick's database task failed")
-            .and_then(|result| result);
+            .and_then(|result| result)
+    };
     let duration = started.elapsed();
     match result {
         Ok(snapshot) => {
-            if snapshot.n_rows_bad_timestamp > 0 {
-                warn!(
-                    n_rows = snapshot.n_rows_bad_timestamp,
-                    "skipped rows whose time_modified is not a Django timestamp (YYYY-MM-DD HH:MM:SS[.ffffff])"
-                );
-            }
-            if snapshot.n_rows_orphaned > 0 {
-                warn!(n_rows = snapshot.n_rows_orphaned, "skipped rows whose api_id or status_id names no row");
-            }
-            info!(
-                n_series = snapshot.series.len(),
-                n_rows_in_window = snapshot.n_rows_in_window,
-                query_ms = snapshot.query_duration.as_millis() as u64,
-                "tick done"
-            );
-            let snapshot = Arc::new(snapshot);
-            state.record_success(snapshot.clone(), duration);
-            Ok(snapshot)
+            report_tick(&snapshot);
+            let rendered = Arc::new(Rendered::new(snapshot, &config.metric, &config.labels));
+            telemetry.record_success(rendered.clone(), duration);
+            Ok(rendered)
         }
         Err(error) => {
-            state.record_failure(format!("{error:#}"), duration);
+            telemetry.record_failure(format!("{error:#}"), duration);
             Err(error)
         }
     }
 }
 
+/// Logs a tick's figures, and the rows it had to leave out.
+fn report_tick(snapshot: &Snapshot) {
+    if snapshot.n_rows_bad_timestamp > 0 {
+        warn!(
+            n_rows = snapshot.n_rows_bad_timestamp,
+            "skipped rows whose time_modified is not a Django timestamp (YYYY-MM-DD HH:MM:SS[.ffffff])"
+        );
+    }
+    if snapshot.n_rows_orphaned > 0 {
+        warn!(n_rows = snapshot.n_rows_orphaned, "skipped rows whose api_id or status_id names no row");
+    }
+    info!(
+        n_series = snapshot.series.len(),
+        n_rows_in_window = snapshot.n_rows_in_window,
+        query_ms = snapshot.query_duration.as_millis() as u64,
+        "tick done"
+    );
+}
+
 /// Opens each remote-write target's queue under `[agent] state_dir`.
 fn open_remote_writes(config: &Config) -> anyhow::Result<Vec<Arc<RemoteWriteTarget>>> {
     let targets = config.remote_writes.iter().map(|target| {
-        RemoteWriteTarget::open(target.clone(), &config.state_dir)
+        RemoteWriteTarget::open(target.clone(), &config.state_dir, config.metric.clone(), config.labels.clone())
             .map(Arc::new)
             .with_context(|| format!("opening the queue of remote_write {:?} (agent.state_dir)", target.name))
     });
@@ -289,17 +352,17 @@ fn open_remote_writes(config: &Config) -> anyhow::Result<Vec<Arc<RemoteWriteTarg
 
 /// Commits the tick's samples to every remote-write queue, each off the runtime and all at once,
 /// before any of them is sent.
-async fn enqueue(targets: &[Arc<RemoteWriteTarget>], snapshot: &Arc<Snapshot>, config: &Arc<Config>) {
+async fn enqueue(targets: &[Arc<RemoteWriteTarget>], rendered: &Arc<Rendered>) {
     let mut queued = JoinSet::new();
     for target in targets {
-        let (target, snapshot, config) = (target.clone(), snapshot.clone(), config.clone());
-        queued.spawn_blocking(move || (target.name().to_owned(), target.enqueue(&snapshot, &config)));
+        let (target, rendered) = (target.clone(), rendered.clone());
+        queued.spawn_blocking(move || target.enqueue(&rendered.snapshot).map_err(|error| (target, error)));
     }
     while let Some(joined) = queued.join_next().await {
         match joined {
-            Ok((_, Ok(()))) => {}
-            Ok((name, Err(error))) => {
-                warn!(target = %name, error = %format!("{error:#}"), "could not queue the tick's samples")
+            Ok(Ok(())) => {}
+            Ok(Err((target, error))) => {
+                warn!(target = %target.name(), error = %format!("{error:#}"), "could not queue the tick's samples")
             }
             Err(error) => warn!(%error, "a queueing task failed"),
         }
@@ -313,32 +376,30 @@ const ONCE_DEADLINE: Duration = Duration::from_secs(60);
 /// One tick now, for `once`. With `dry_run`, returns the body a push would carry and sends
 /// nothing; else pushes to every target at once and fails naming each target that failed.
 pub async fn once(config: Config, dry_run: bool) -> anyhow::Result<Option<String>> {
-    let state = AgentState::new(Arc::new(config));
-    let snapshot = tick(&state).await?;
-    let config = state.config();
-    let body = exposition::push_body(&snapshot, &config.metric, &config.labels);
+    let config = Arc::new(config);
+    let telemetry = Arc::new(Telemetry::default());
+    telemetry.set_targets(target_names(&config));
+    let rendered = take_snapshot(&config, &telemetry).await?;
     if dry_run {
-        return Ok(Some(body));
+        return Ok(Some(rendered.body.clone()));
     }
     let remote_writes = open_remote_writes(&config)?;
-    enqueue(&remote_writes, &snapshot, &config).await;
-    let state = Arc::new(state);
+    enqueue(&remote_writes, &rendered).await;
     let mut pushes = JoinSet::new();
     for target in &config.pushgateways {
         let mut target = Pushgateway::new(target.clone()).with_context(|| format!("setting up {}", target.name()))?;
-        let body = body.clone();
+        let rendered = rendered.clone();
         pushes.spawn(async move {
-            let result = target.push(&body, ONCE_ATTEMPTS, tokio::time::sleep(ONCE_DEADLINE)).await;
+            let result = target.push(&rendered.body, ONCE_ATTEMPTS, tokio::time::sleep(ONCE_DEADLINE)).await;
             (target.name().to_owned(), result.map_err(|failure| failure.to_string()))
         });
     }
     for target in remote_writes {
-        let sender =
-            remote_write::Sender::new(target.clone()).with_context(|| format!("setting up {}", target.name()))?;
-        let state = state.clone();
+        let sender = target.sender()?;
+        let telemetry = telemetry.clone();
         pushes.spawn(async move {
-            let result = remote_write::drain(sender, &state, ONCE_ATTEMPTS, ONCE_DEADLINE).await;
-            (target.name().to_owned(), result)
+            let result = sender::drain(sender, &telemetry, ONCE_ATTEMPTS, ONCE_DEADLINE).await;
+            (target.name().to_owned(), result.map_err(|error| error.to_string()))
         });
     }
     let n_targets = pushes.len();

@@ -1,7 +1,7 @@
-//! The local scrape endpoint, for sites that can be scraped: `/metrics` renders the latest
-//! snapshot and the agent's own metrics, `/` is the status page, `/healthz` says whether the last tick succeeded, and
-//! (with `enable_reload`) `POST /-/reload` re-reads the config. A scrape never queries the
-//! database.
+//! The local scrape endpoint, for sites that can be scraped: `/metrics` serves the latest
+//! snapshot's text and the agent's own metrics, `/` is the status page, `/healthz` says whether
+//! the last tick succeeded, and (with `enable_reload`) `POST /-/reload` asks the run loop to
+//! re-read the config. A scrape never queries the database.
 
 use std::sync::Arc;
 
@@ -12,18 +12,26 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use chrono::Utc;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Config;
 use crate::exposition::CONTENT_TYPE;
-use crate::run::ReloadRequest;
-use crate::telemetry::{AgentState, Health};
+use crate::telemetry::{Health, Telemetry};
 
-/// Serves until `shutdown` is cancelled, then finishes the requests under way. With `reload`,
-/// also serves `POST /-/reload`, answering once the reload is done or refused.
-pub async fn serve(
+/// A request to re-read the config (SIGHUP, or `POST /-/reload`), with where to say how it went.
+#[derive(Debug)]
+pub(crate) struct ReloadRequest {
+    pub(crate) respond: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+/// Serves until `shutdown` is cancelled, then finishes the requests under way. `config` is the
+/// config in force, which a reload replaces. With `reload`, also serves `POST /-/reload`,
+/// answering once the reload is done or refused.
+pub(crate) async fn serve(
     listener: TcpListener,
-    state: Arc<AgentState>,
+    telemetry: Arc<Telemetry>,
+    config: watch::Receiver<Arc<Config>>,
     reload: Option<mpsc::Sender<ReloadRequest>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
@@ -32,27 +40,35 @@ pub async fn serve(
     if reload.is_some() {
         router = router.route("/-/reload", post(reload_config));
     }
-    let router = router.with_state(Endpoint { state, reload });
+    let router = router.with_state(Endpoint { telemetry, config, reload });
     axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
 
 #[derive(Clone)]
 struct Endpoint {
-    state: Arc<AgentState>,
+    telemetry: Arc<Telemetry>,
+    config: watch::Receiver<Arc<Config>>,
     reload: Option<mpsc::Sender<ReloadRequest>>,
 }
 
+impl Endpoint {
+    fn config(&self) -> Arc<Config> {
+        self.config.borrow().clone()
+    }
+}
+
 async fn metrics(State(endpoint): State<Endpoint>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, CONTENT_TYPE)], endpoint.state.render(Utc::now()))
+    let page = endpoint.telemetry.render(&endpoint.config().labels, Utc::now());
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], page)
 }
 
 async fn status_page(State(endpoint): State<Endpoint>) -> impl IntoResponse {
-    let page = crate::status_page::render(&endpoint.state.config(), &endpoint.state.view(), Utc::now());
+    let page = crate::status_page::render(&endpoint.config(), &endpoint.telemetry.view(), Utc::now());
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page)
 }
 
 async fn healthz(State(endpoint): State<Endpoint>) -> impl IntoResponse {
-    match endpoint.state.health() {
+    match endpoint.telemetry.health() {
         Health::Healthy => (StatusCode::OK, "ok\n".to_owned()),
         Health::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting: no tick has finished yet\n".to_owned()),
         Health::Failing(error) => (StatusCode::SERVICE_UNAVAILABLE, format!("last tick failed: {error}\n")),

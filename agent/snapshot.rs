@@ -1,5 +1,6 @@
 //! The snapshot: the one value a tick computes and every outlet renders. Turning the database's
-//! counts by (api_id, status_id) into counts by (API name, status name) happens here, without IO.
+//! counts by (api_id, status_id) into counts by (API name, status name) happens here, without IO
+//! (`from_counts`); `take` is the tick's read and that step together.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -7,18 +8,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rustc_hash::FxHashMap;
 
-/// What one read of the database found, keyed by row ids as stored.
-#[derive(Debug, Default, Clone)]
-pub struct RawCounts {
-    /// `(id, name)` of every row of the API table.
-    pub apis: Vec<(i64, String)>,
-    /// `(id, name)` of every row of the status table.
-    pub statuses: Vec<(i64, String)>,
-    /// Transactions in the window by `(api_id, status_id)`.
-    pub by_ids: FxHashMap<(i64, i64), u64>,
-    /// Rows in the window whose `time_modified` is not a Django timestamp; not counted.
-    pub n_rows_bad_timestamp: u64,
-}
+use crate::source::config::SourceConfig;
+use crate::source::{self, RawCounts};
 
 /// One series of the gauge family.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +39,13 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// One tick: reads the window ending at `now` and aggregates it. Blocking; call it off the
+    /// runtime.
+    pub fn take(source: &SourceConfig, zero_fill: bool, now: DateTime<Utc>) -> anyhow::Result<Snapshot> {
+        let read = source::read_window(source, now)?;
+        Ok(Snapshot::from_counts(&read.counts, zero_fill, now, read.window_start, read.duration))
+    }
+
     /// Merges counts by id into counts by name, as Django's `GROUP BY api.name, status.name` does.
     /// With `zero_fill`, every API name × every status name is present, 0 where there are none.
     pub fn from_counts(

@@ -1,56 +1,122 @@
-//! What the agent shares between its tick loop and its outlets: the latest good snapshot and the
-//! agent's own health, rendered as `apimetrics_agent_*` metrics beside the aggregate.
+//! What the agent records of itself while it runs: the latest snapshot, how ticks and reloads
+//! went, and every push target's deliveries; rendered as the `apimetrics_agent_*` metrics that
+//! follow the aggregate on `/metrics`. It knows no config: the run loop tells it the targets.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::config::Config;
-use crate::exposition::{Exposition, write_aggregate, write_build_info, write_snapshot_health};
+use crate::exposition::{Exposition, Rendered, write_build_info};
 use crate::http::Failure;
-use crate::remote_write::queue::Backlog;
-use crate::snapshot::Snapshot;
+
+/// How much waits in a remote-write queue to be sent.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    pub n_samples: u64,
+    /// What the queued batches take on disk (compressed), as `queue.max_bytes` counts it.
+    pub n_bytes: u64,
+    pub oldest_timestamp_ms: Option<i64>,
+}
+
+/// Why remote-write samples were dropped unsent, as the `reason` label says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum DropReason {
+    /// Past `queue.max_bytes`.
+    OverSize,
+    /// The receiver refused them for good (a 4xx).
+    Rejected,
+    /// Past `queue.max_age`.
+    TooOld,
+}
+
+impl DropReason {
+    const ALL: [DropReason; 3] = [DropReason::OverSize, DropReason::Rejected, DropReason::TooOld];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            DropReason::OverSize => "over_size",
+            DropReason::Rejected => "rejected",
+            DropReason::TooOld => "too_old",
+        }
+    }
+}
+
+/// The two kinds of push target, which the figures kept for them differ by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TargetKind {
+    /// Latest-only: pushes, no backlog.
+    Pushgateway,
+    /// A durable queue: samples sent, dropped and waiting.
+    RemoteWrite,
+}
 
 /// The state every outlet reads. Outlets render the snapshot; none of them queries the database.
-#[derive(Debug)]
-pub struct AgentState {
-    /// The config in force; a reload replaces it whole.
-    config: RwLock<Arc<Config>>,
+#[derive(Debug, Default)]
+pub(crate) struct Telemetry {
     inner: Mutex<Inner>,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
-    latest: Option<Arc<Snapshot>>,
+    latest: Option<Arc<Rendered>>,
     /// Per push target, by name.
     deliveries: BTreeMap<String, Delivery>,
-    /// Whether the last (re)load of the config succeeded, and when it was.
-    last_reload: (bool, DateTime<Utc>),
+    last_reload: Reload,
     n_ticks_succeeded: u64,
     n_ticks_failed: u64,
     last_tick_duration: Option<Duration>,
     last_error: Option<String>,
 }
 
-/// How pushes to one target went.
-#[derive(Debug, Default, Clone)]
-pub struct Delivery {
-    pub n_succeeded: u64,
-    pub n_failed: u64,
-    pub last_success: Option<DateTime<Utc>>,
-    pub last_duration: Option<Duration>,
-    /// When and why the last push failed; `None` once one succeeds. Shown on the status page.
-    pub last_error: Option<(DateTime<Utc>, String)>,
-    /// Remote-write only: samples delivered, samples dropped by reason, and what waits.
-    pub samples_sent: u64,
-    pub samples_dropped: BTreeMap<&'static str, u64>,
-    pub backlog: Option<Backlog>,
+/// How the last (re)load of the config went.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reload {
+    pub(crate) succeeded: bool,
+    pub(crate) at: DateTime<Utc>,
 }
 
-/// Why remote-write samples were dropped, as the `reason` label says it.
-pub const DROP_REASONS: [&str; 3] = ["too_old", "over_size", "rejected"];
+impl Default for Reload {
+    fn default() -> Self {
+        Reload { succeeded: true, at: Utc::now() }
+    }
+}
+
+/// How pushes to one target went.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Delivery {
+    pub(crate) n_succeeded: u64,
+    pub(crate) n_failed: u64,
+    pub(crate) last_success: Option<DateTime<Utc>>,
+    pub(crate) last_duration: Option<Duration>,
+    /// The last push's failure; `None` once one succeeds. Shown on the status page.
+    pub(crate) last_error: Option<PushError>,
+    /// Remote-write only: samples delivered, samples dropped by reason, and what waits.
+    pub(crate) samples_sent: u64,
+    pub(crate) samples_dropped: BTreeMap<DropReason, u64>,
+    pub(crate) backlog: Option<Backlog>,
+}
+
+impl Delivery {
+    fn new(kind: TargetKind) -> Delivery {
+        match kind {
+            TargetKind::Pushgateway => Delivery::default(),
+            TargetKind::RemoteWrite => Delivery {
+                samples_dropped: DropReason::ALL.iter().map(|reason| (*reason, 0)).collect(),
+                backlog: Some(Backlog::default()),
+                ..Delivery::default()
+            },
+        }
+    }
+}
+
+/// When and why a push failed.
+#[derive(Debug, Clone)]
+pub(crate) struct PushError {
+    pub(crate) at: DateTime<Utc>,
+    pub(crate) reason: String,
+}
 
 impl Inner {
     fn health(&self) -> Health {
@@ -64,38 +130,18 @@ impl Inner {
 
 /// The state at one moment, for the status page.
 #[derive(Debug)]
-pub struct StatusView {
-    pub latest: Option<Arc<Snapshot>>,
-    pub health: Health,
-    pub n_ticks_succeeded: u64,
-    pub n_ticks_failed: u64,
-    pub deliveries: BTreeMap<String, Delivery>,
-    pub last_reload: (bool, DateTime<Utc>),
-}
-
-/// Delivery figures for `config`'s targets: carried over from `previous` where a target stays.
-fn new_deliveries(config: &Config, previous: &BTreeMap<String, Delivery>) -> BTreeMap<String, Delivery> {
-    let pushgateways = config.pushgateways.iter().map(|target| (target.name().to_owned(), Delivery::default()));
-    let remote_writes = config.remote_writes.iter().map(|target| {
-        let delivery = Delivery {
-            samples_dropped: DROP_REASONS.iter().map(|reason| (*reason, 0)).collect(),
-            backlog: Some(Backlog::default()),
-            ..Delivery::default()
-        };
-        (target.name.clone(), delivery)
-    });
-    pushgateways
-        .chain(remote_writes)
-        .map(|(name, fresh)| {
-            let kept = previous.get(&name).cloned().unwrap_or(fresh);
-            (name, kept)
-        })
-        .collect()
+pub(crate) struct StatusView {
+    pub(crate) latest: Option<Arc<Rendered>>,
+    pub(crate) health: Health,
+    pub(crate) n_ticks_succeeded: u64,
+    pub(crate) n_ticks_failed: u64,
+    pub(crate) deliveries: BTreeMap<String, Delivery>,
+    pub(crate) last_reload: Reload,
 }
 
 /// How the last tick went, for `/healthz`.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Health {
+pub(crate) enum Health {
     /// No tick has finished yet.
     Starting,
     Healthy,
@@ -103,60 +149,58 @@ pub enum Health {
     Failing(String),
 }
 
-impl AgentState {
-    pub fn new(config: Arc<Config>) -> AgentState {
-        let deliveries = new_deliveries(&config, &BTreeMap::new());
-        let inner = Inner { deliveries, last_reload: (true, Utc::now()), ..Inner::default() };
-        AgentState { config: RwLock::new(config), inner: Mutex::new(inner) }
-    }
-
-    /// The config in force.
-    pub fn config(&self) -> Arc<Config> {
-        self.config.read().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-
-    /// Puts a reloaded config in force. Targets that stay keep their delivery figures; gone
-    /// ones leave /metrics; new ones start at zero.
-    pub fn replace_config(&self, config: Arc<Config>) {
-        let mut inner = self.lock();
-        inner.deliveries = new_deliveries(&config, &inner.deliveries);
-        *self.config.write().unwrap_or_else(PoisonError::into_inner) = config;
-    }
-
-    /// Counts a reload attempt, as the agent's own metrics show it.
-    pub fn record_reload(&self, succeeded: bool, at: DateTime<Utc>) {
-        self.lock().last_reload = (succeeded, at);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+impl Telemetry {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn record_success(&self, snapshot: Arc<Snapshot>, duration: Duration) {
+    /// The push targets now configured. Targets that stay keep their figures; gone ones leave
+    /// /metrics; new ones start at zero.
+    pub(crate) fn set_targets<'a>(&self, targets: impl IntoIterator<Item = (&'a str, TargetKind)>) {
         let mut inner = self.lock();
-        inner.latest = Some(snapshot);
+        let previous = std::mem::take(&mut inner.deliveries);
+        inner.deliveries = targets
+            .into_iter()
+            .map(|(name, kind)| (name.to_owned(), previous.get(name).cloned().unwrap_or_else(|| Delivery::new(kind))))
+            .collect();
+    }
+
+    /// Counts a reload attempt, as the agent's own metrics show it.
+    pub(crate) fn record_reload(&self, succeeded: bool, at: DateTime<Utc>) {
+        self.lock().last_reload = Reload { succeeded, at };
+    }
+
+    pub(crate) fn record_success(&self, rendered: Arc<Rendered>, duration: Duration) {
+        let mut inner = self.lock();
+        inner.latest = Some(rendered);
         inner.n_ticks_succeeded += 1;
         inner.last_tick_duration = Some(duration);
         inner.last_error = None;
     }
 
-    pub fn record_failure(&self, error: String, duration: Duration) {
+    pub(crate) fn record_failure(&self, error: String, duration: Duration) {
         let mut inner = self.lock();
         inner.n_ticks_failed += 1;
         inner.last_tick_duration = Some(duration);
         inner.last_error = Some(error);
     }
 
-    pub fn latest(&self) -> Option<Arc<Snapshot>> {
+    /// Replaces the latest snapshot's rendering (after a reload changed how it renders), not
+    /// counting a tick.
+    pub(crate) fn replace_latest(&self, rendered: Arc<Rendered>) {
+        self.lock().latest = Some(rendered);
+    }
+
+    pub(crate) fn latest(&self) -> Option<Arc<Rendered>> {
         self.lock().latest.clone()
     }
 
-    pub fn health(&self) -> Health {
+    pub(crate) fn health(&self) -> Health {
         self.lock().health()
     }
 
     /// Everything the status page shows, taken at one moment.
-    pub fn view(&self) -> StatusView {
+    pub(crate) fn view(&self) -> StatusView {
         let inner = self.lock();
         StatusView {
             latest: inner.latest.clone(),
@@ -169,7 +213,13 @@ impl AgentState {
     }
 
     /// Counts one push to `target` (one snapshot, retries included) and remembers how it went.
-    pub fn record_push(&self, target: &str, result: Result<(), &Failure>, duration: Duration, at: DateTime<Utc>) {
+    pub(crate) fn record_push(
+        &self,
+        target: &str,
+        result: Result<(), &Failure>,
+        duration: Duration,
+        at: DateTime<Utc>,
+    ) {
         let mut inner = self.lock();
         let delivery = inner.deliveries.entry(target.to_owned()).or_default();
         delivery.last_duration = Some(duration);
@@ -181,72 +231,44 @@ impl AgentState {
             }
             Err(failure) => {
                 delivery.n_failed += 1;
-                delivery.last_error = Some((at, failure.to_string()));
+                delivery.last_error = Some(PushError { at, reason: failure.to_string() });
             }
         }
     }
 
-    pub fn record_samples_sent(&self, target: &str, n_samples: u64) {
+    pub(crate) fn record_samples_sent(&self, target: &str, n_samples: u64) {
         self.lock().deliveries.entry(target.to_owned()).or_default().samples_sent += n_samples;
     }
 
-    pub fn record_samples_dropped(&self, target: &str, reason: &'static str, n_samples: u64) {
+    pub(crate) fn record_samples_dropped(&self, target: &str, reason: DropReason, n_samples: u64) {
         let mut inner = self.lock();
         *inner.deliveries.entry(target.to_owned()).or_default().samples_dropped.entry(reason).or_default() += n_samples;
     }
 
-    pub fn record_backlog(&self, target: &str, backlog: Backlog) {
+    pub(crate) fn record_backlog(&self, target: &str, backlog: Backlog) {
         self.lock().deliveries.entry(target.to_owned()).or_default().backlog = Some(backlog);
     }
 
-    pub fn backlog(&self, target: &str) -> Option<Backlog> {
+    pub(crate) fn backlog(&self, target: &str) -> Option<Backlog> {
         self.lock().deliveries.get(target).and_then(|delivery| delivery.backlog)
     }
 
-    /// The scrape endpoint's page: the latest aggregate, then the agent's own metrics as of `now`.
-    pub fn render(&self, now: DateTime<Utc>) -> String {
-        let config = self.config();
+    /// The scrape endpoint's page as of `now`: the latest snapshot's text as rendered at its
+    /// tick, then the agent's own metrics, each series with `constant_labels`.
+    pub(crate) fn render(&self, constant_labels: &BTreeMap<String, String>, now: DateTime<Utc>) -> String {
         let inner = self.lock();
-        let mut exposition = Exposition::new(&config.labels);
-        if let Some(snapshot) = &inner.latest {
-            write_aggregate(&mut exposition, snapshot, &config.metric);
-            write_snapshot_health(&mut exposition, snapshot);
+        let mut exposition = Exposition::new(constant_labels);
+        if let Some(latest) = &inner.latest {
             exposition.family(
                 "apimetrics_agent_snapshot_age_seconds",
                 "How old the served aggregate is; it grows while ticks fail.",
                 "gauge",
             );
-            let age = (now - snapshot.computed_at).to_std().unwrap_or_default();
+            let age = (now - latest.snapshot.computed_at).to_std().unwrap_or_default();
             exposition.sample("apimetrics_agent_snapshot_age_seconds", &[], age.as_secs_f64());
         }
-        exposition.family("apimetrics_agent_ticks_total", "Ticks of the aggregate, by result.", "counter");
-        exposition.sample("apimetrics_agent_ticks_total", &[("result", "success")], inner.n_ticks_succeeded);
-        exposition.sample("apimetrics_agent_ticks_total", &[("result", "failure")], inner.n_ticks_failed);
-        if let Some(duration) = inner.last_tick_duration {
-            exposition.family(
-                "apimetrics_agent_tick_duration_seconds",
-                "How long the last tick took, successful or not.",
-                "gauge",
-            );
-            exposition.sample("apimetrics_agent_tick_duration_seconds", &[], duration.as_secs_f64());
-        }
-        let (reloaded, reloaded_at) = inner.last_reload;
-        exposition.family(
-            "apimetrics_agent_config_last_reload_successful",
-            "Whether the last load of the config (at start, SIGHUP or POST /-/reload) succeeded.",
-            "gauge",
-        );
-        exposition.sample("apimetrics_agent_config_last_reload_successful", &[], u8::from(reloaded));
-        exposition.family(
-            "apimetrics_agent_config_last_reload_timestamp_seconds",
-            "When the config was last loaded or a reload refused, in seconds since the Unix epoch.",
-            "gauge",
-        );
-        exposition.sample(
-            "apimetrics_agent_config_last_reload_timestamp_seconds",
-            &[],
-            reloaded_at.timestamp_millis() as f64 / 1000.0,
-        );
+        write_ticks(&mut exposition, &inner);
+        write_reload(&mut exposition, inner.last_reload);
         write_deliveries(&mut exposition, &inner.deliveries);
         write_remote_write(&mut exposition, &inner.deliveries, now);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -257,9 +279,50 @@ impl AgentState {
             );
             exposition.sample("apimetrics_agent_runtime_alive_tasks", &[], runtime.metrics().num_alive_tasks());
         }
-        write_build_info(&mut exposition);
-        exposition.into_string()
+        match &inner.latest {
+            // The snapshot's text ends with the build info.
+            Some(latest) => latest.body.clone() + &exposition.into_string(),
+            None => {
+                write_build_info(&mut exposition);
+                exposition.into_string()
+            }
+        }
     }
+}
+
+/// Ticks by result, and how long the last one took.
+fn write_ticks(exposition: &mut Exposition, inner: &Inner) {
+    exposition.family("apimetrics_agent_ticks_total", "Ticks of the aggregate, by result.", "counter");
+    exposition.sample("apimetrics_agent_ticks_total", &[("result", "success")], inner.n_ticks_succeeded);
+    exposition.sample("apimetrics_agent_ticks_total", &[("result", "failure")], inner.n_ticks_failed);
+    if let Some(duration) = inner.last_tick_duration {
+        exposition.family(
+            "apimetrics_agent_tick_duration_seconds",
+            "How long the last tick took, successful or not.",
+            "gauge",
+        );
+        exposition.sample("apimetrics_agent_tick_duration_seconds", &[], duration.as_secs_f64());
+    }
+}
+
+/// Whether and when the config was last loaded.
+fn write_reload(exposition: &mut Exposition, reload: Reload) {
+    exposition.family(
+        "apimetrics_agent_config_last_reload_successful",
+        "Whether the last load of the config (at start, SIGHUP or POST /-/reload) succeeded.",
+        "gauge",
+    );
+    exposition.sample("apimetrics_agent_config_last_reload_successful", &[], u8::from(reload.succeeded));
+    exposition.family(
+        "apimetrics_agent_config_last_reload_timestamp_seconds",
+        "When the config was last loaded or a reload refused, in seconds since the Unix epoch.",
+        "gauge",
+    );
+    exposition.sample(
+        "apimetrics_agent_config_last_reload_timestamp_seconds",
+        &[],
+        reload.at.timestamp_millis() as f64 / 1000.0,
+    );
 }
 
 /// Per remote-write target: samples sent and dropped, and the queue's backlog.
@@ -290,7 +353,7 @@ fn write_remote_write(exposition: &mut Exposition, deliveries: &BTreeMap<String,
         for (reason, n_samples) in &delivery.samples_dropped {
             exposition.sample(
                 "apimetrics_agent_remote_write_samples_dropped_total",
-                &[("target", target), ("reason", reason)],
+                &[("target", target), ("reason", reason.as_str())],
                 n_samples,
             );
         }

@@ -9,37 +9,55 @@ use std::time::Duration;
 
 use anyhow::Context;
 use prost::Message;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OpenFlags, params};
 
 use super::request::proto::{TimeSeries, WriteRequest};
+use crate::telemetry::Backlog;
 
 /// A stored batch: whole ticks' series (or a part of one too large for one request).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
     pub id: i64,
-    pub timestamp_ms: i64,
     pub n_samples: u64,
     pub series: Vec<TimeSeries>,
 }
 
 /// What the bounds dropped, in samples.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Dropped {
-    pub too_old: u64,
-    pub over_size: u64,
+pub(crate) struct Dropped {
+    pub(crate) too_old: u64,
+    pub(crate) over_size: u64,
 }
 
-/// How much waits to be sent.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Backlog {
-    pub n_samples: u64,
-    pub oldest_timestamp_ms: Option<i64>,
-}
-
+/// The queue file of one target. The agent's tick loop writes it, the target's sender reads and
+/// removes from it; nothing else writes it.
 #[derive(Debug)]
 pub struct Queue {
     path: PathBuf,
     connection: Mutex<Connection>,
+}
+
+/// What waits in the queue file at `path`, read without writing to it: for operators' tools
+/// and tests, while the agent runs or not.
+pub fn inspect(path: &Path) -> anyhow::Result<Backlog> {
+    let connection = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .with_context(|| format!("opening the queue {}", path.display()))?;
+    connection.busy_timeout(Duration::from_secs(5))?;
+    backlog(&connection).with_context(|| format!("reading the queue {}", path.display()))
+}
+
+fn backlog(connection: &Connection) -> rusqlite::Result<Backlog> {
+    connection.query_row(
+        "SELECT coalesce(sum(n_samples), 0), coalesce(sum(length(body)), 0), min(timestamp_ms) FROM batches",
+        [],
+        |row| {
+            Ok(Backlog {
+                n_samples: row.get::<_, i64>(0)? as u64,
+                n_bytes: row.get::<_, i64>(1)? as u64,
+                oldest_timestamp_ms: row.get(2)?,
+            })
+        },
+    )
 }
 
 impl Queue {
@@ -63,10 +81,6 @@ impl Queue {
             .with_context(|| format!("preparing the queue {}", path.display()))?;
         connection.busy_timeout(Duration::from_secs(5))?;
         Ok(Queue { path: path.to_owned(), connection: Mutex::new(connection) })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -95,32 +109,27 @@ impl Queue {
     pub fn oldest(&self, max_samples: u64, max_batches: usize) -> anyhow::Result<Vec<Batch>> {
         let connection = self.lock();
         let mut statement =
-            connection.prepare_cached("SELECT id, timestamp_ms, n_samples, body FROM batches ORDER BY id LIMIT ?1")?;
+            connection.prepare_cached("SELECT id, n_samples, body FROM batches ORDER BY id LIMIT ?1")?;
         let mut rows = statement.query([max_batches as i64])?;
         let mut batches = Vec::new();
         let mut n_samples = 0;
         while let Some(row) = rows.next()? {
-            let batch_samples = row.get::<_, i64>(2)? as u64;
+            let batch_samples = row.get::<_, i64>(1)? as u64;
             if !batches.is_empty() && n_samples + batch_samples > max_samples {
                 break;
             }
-            let body: Vec<u8> = row.get(3)?;
+            let body: Vec<u8> = row.get(2)?;
             let protobuf =
                 snap::raw::Decoder::new().decompress_vec(&body).context("a queued batch does not decompress")?;
             let request = WriteRequest::decode(protobuf.as_slice()).context("a queued batch does not decode")?;
             n_samples += batch_samples;
-            batches.push(Batch {
-                id: row.get(0)?,
-                timestamp_ms: row.get(1)?,
-                n_samples: batch_samples,
-                series: request.timeseries,
-            });
+            batches.push(Batch { id: row.get(0)?, n_samples: batch_samples, series: request.timeseries });
         }
         Ok(batches)
     }
 
     /// Removes batches that were delivered, or given up on.
-    pub fn remove(&self, ids: &[i64]) -> anyhow::Result<()> {
+    pub(crate) fn remove(&self, ids: &[i64]) -> anyhow::Result<()> {
         let mut connection = self.lock();
         let transaction = connection.transaction()?;
         for id in ids {
@@ -131,7 +140,7 @@ impl Queue {
     }
 
     /// Drops batches older than `oldest_ms`, then the oldest until the rest fit in `max_bytes`.
-    pub fn enforce_bounds(&self, oldest_ms: i64, max_bytes: u64) -> anyhow::Result<Dropped> {
+    pub(crate) fn enforce_bounds(&self, oldest_ms: i64, max_bytes: u64) -> anyhow::Result<Dropped> {
         let mut connection = self.lock();
         let transaction = connection.transaction()?;
         let too_old: i64 = transaction.query_row(
@@ -158,17 +167,13 @@ impl Queue {
         Ok(Dropped { too_old: too_old as u64, over_size: over_size as u64 })
     }
 
+    /// What waits to be sent.
     pub fn backlog(&self) -> anyhow::Result<Backlog> {
-        let connection = self.lock();
-        let (n_samples, oldest_timestamp_ms): (i64, Option<i64>) =
-            connection.query_row("SELECT coalesce(sum(n_samples), 0), min(timestamp_ms) FROM batches", [], |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })?;
-        Ok(Backlog { n_samples: n_samples as u64, oldest_timestamp_ms })
+        Ok(backlog(&self.lock())?)
     }
 
     /// The newest timestamp queued, so a restarted agent never stamps a sample at or before it.
-    pub fn newest_timestamp_ms(&self) -> anyhow::Result<Option<i64>> {
+    pub(crate) fn newest_timestamp_ms(&self) -> anyhow::Result<Option<i64>> {
         Ok(self.lock().query_row("SELECT max(timestamp_ms) FROM batches", [], |row| row.get(0))?)
     }
 }
@@ -197,7 +202,9 @@ mod tests {
         drop(queue);
 
         let queue = Queue::open(&path).unwrap();
-        assert_eq!(queue.backlog().unwrap(), Backlog { n_samples: 8, oldest_timestamp_ms: Some(1000) });
+        let backlog = queue.backlog().unwrap();
+        assert_eq!((backlog.n_samples, backlog.oldest_timestamp_ms), (8, Some(1000)));
+        assert_eq!(inspect(&path).unwrap(), backlog, "read from outside, the file says the same");
         let first = queue.oldest(4, 100).unwrap();
         assert_eq!(first.iter().map(|batch| batch.n_samples).collect::<Vec<_>>(), [2, 2]);
         assert_eq!(first[0].series, series(5, 1000)[..2]);
@@ -227,6 +234,7 @@ mod tests {
             .unwrap();
         let dropped = queue.enforce_bounds(0, newest_two as u64).unwrap();
         assert_eq!(dropped, Dropped { too_old: 0, over_size: 20 });
-        assert_eq!(queue.backlog().unwrap(), Backlog { n_samples: 8, oldest_timestamp_ms: Some(8000) });
+        let backlog = queue.backlog().unwrap();
+        assert_eq!(backlog, Backlog { n_samples: 8, n_bytes: newest_two as u64, oldest_timestamp_ms: Some(8000) });
     }
 }

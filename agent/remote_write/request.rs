@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::MetricConfig;
+use crate::exposition::config::MetricConfig;
 use crate::snapshot::Snapshot;
 
 /// The protobuf messages compiled from `proto/`.
@@ -12,7 +12,7 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
 }
 
-use proto::{Label, MetricMetadata, Sample, TimeSeries};
+use proto::{Label, Sample, TimeSeries};
 
 /// Prometheus's staleness marker: a NaN with exactly these bits tells the receiver the series
 /// ended, so graphs stop drawing it at once instead of five minutes later.
@@ -34,16 +34,22 @@ pub fn label_set(name: &str, own: &[(&str, &str)], constant: &BTreeMap<String, S
     labels
 }
 
+/// One tick's series, and the label sets of those that go on, to pass as `previous` next time.
+#[derive(Debug)]
+pub(crate) struct TickSeries {
+    pub(crate) series: Vec<TimeSeries>,
+    pub(crate) label_sets: Vec<LabelSet>,
+}
+
 /// One tick's series: the aggregate and the snapshot's row counts, each with one sample at
 /// `timestamp_ms`, plus a stale marker for every series of `previous` that is gone now.
-/// Returns them with the label sets sent, to pass as `previous` next time.
-pub fn tick_series(
+pub(crate) fn tick_series(
     snapshot: &Snapshot,
     metric: &MetricConfig,
     constant: &BTreeMap<String, String>,
     timestamp_ms: i64,
     previous: &[LabelSet],
-) -> (Vec<TimeSeries>, Vec<LabelSet>) {
+) -> TickSeries {
     let mut values: Vec<(LabelSet, f64)> = snapshot
         .series
         .iter()
@@ -56,45 +62,23 @@ pub fn tick_series(
     for (reason, n_rows) in [("bad_timestamp", snapshot.n_rows_bad_timestamp), ("orphaned", snapshot.n_rows_orphaned)] {
         values.push((label_set("apimetrics_agent_rows_skipped", &[("reason", reason)], constant), n_rows as f64));
     }
-    let current: Vec<LabelSet> = values.iter().map(|(labels, _)| labels.clone()).collect();
-    let gone = previous.iter().filter(|labels| !current.contains(labels));
+    let label_sets: Vec<LabelSet> = values.iter().map(|(labels, _)| labels.clone()).collect();
+    let gone = previous.iter().filter(|labels| !label_sets.contains(labels));
     let stale = gone.map(|labels| (labels.clone(), f64::from_bits(STALE_NAN_BITS)));
     let series = values
         .into_iter()
         .chain(stale)
         .map(|(labels, value)| TimeSeries { labels, samples: vec![Sample { value, timestamp: timestamp_ms }] })
         .collect();
-    (series, current)
+    TickSeries { series, label_sets }
 }
 
-/// Metadata for the families sent: receivers show it as HELP and TYPE.
-pub fn metadata(metric: &MetricConfig) -> Vec<MetricMetadata> {
-    let gauge = proto::metric_metadata::MetricType::Gauge as i32;
-    [
-        (metric.name.as_str(), metric.help.as_str()),
-        ("apimetrics_agent_rows_in_window", "Transactions counted in the aggregate."),
-        ("apimetrics_agent_rows_skipped", "Rows in the window left out of the aggregate, by reason."),
-    ]
-    .into_iter()
-    .map(|(name, help)| MetricMetadata {
-        r#type: gauge,
-        metric_family_name: name.to_owned(),
-        help: help.to_owned(),
-        unit: String::new(),
-    })
-    .collect()
-}
-
-/// The request body: the protobuf `WriteRequest` of these series and metadata, compressed with
-/// snappy's block format. Encoded field by field, as `WriteRequest` would be, without copying
-/// the series into one.
-pub fn encode<'a>(timeseries: impl IntoIterator<Item = &'a TimeSeries>, metadata: &[MetricMetadata]) -> Vec<u8> {
+/// The request body: the protobuf `WriteRequest` of these series, compressed with snappy's block
+/// format. Encoded field by field, as `WriteRequest` would be, without copying the series into one.
+pub fn encode<'a>(timeseries: impl IntoIterator<Item = &'a TimeSeries>) -> Vec<u8> {
     let mut protobuf = Vec::new();
     for series in timeseries {
         prost::encoding::message::encode(1, series, &mut protobuf);
-    }
-    for family in metadata {
-        prost::encoding::message::encode(3, family, &mut protobuf);
     }
     snap::raw::Encoder::new().compress_vec(&protobuf).expect("snappy compresses any input")
 }
@@ -145,29 +129,28 @@ mod tests {
     #[test]
     fn a_series_that_leaves_gets_one_stale_marker() {
         let constant = BTreeMap::new();
-        let (first, sent) =
-            tick_series(&snapshot(&[("A", "Pending", 2), ("B", "Failed", 1)]), &metric(), &constant, 1000, &[]);
-        assert_eq!(first.len(), 5);
-        let (second, sent) = tick_series(&snapshot(&[("A", "Pending", 3)]), &metric(), &constant, 2000, &sent);
+        let first = tick_series(&snapshot(&[("A", "Pending", 2), ("B", "Failed", 1)]), &metric(), &constant, 1000, &[]);
+        assert_eq!(first.series.len(), 5);
+        let second = tick_series(&snapshot(&[("A", "Pending", 3)]), &metric(), &constant, 2000, &first.label_sets);
         let stale: Vec<_> =
-            second.iter().filter(|series| series.samples[0].value.to_bits() == STALE_NAN_BITS).collect();
+            second.series.iter().filter(|series| series.samples[0].value.to_bits() == STALE_NAN_BITS).collect();
         assert_eq!(stale.len(), 1);
         assert_eq!(names(&stale[0].labels), [("__name__", "api_transactions"), ("api", "B"), ("status", "Failed")]);
         assert_eq!(stale[0].samples[0].timestamp, 2000);
-        let (third, _) = tick_series(&snapshot(&[("A", "Pending", 3)]), &metric(), &constant, 3000, &sent);
-        assert!(third.iter().all(|series| !series.samples[0].value.is_nan()), "a marker is sent once");
+        let third = tick_series(&snapshot(&[("A", "Pending", 3)]), &metric(), &constant, 3000, &second.label_sets);
+        assert!(third.series.iter().all(|series| !series.samples[0].value.is_nan()), "a marker is sent once");
     }
 
     #[test]
     fn the_body_is_snappy_block_format_of_the_protobuf() {
-        let (series, _) = tick_series(&snapshot(&[("A", "Pending", 2)]), &metric(), &BTreeMap::new(), 1000, &[]);
-        let body = encode(&series, &metadata(&metric()));
+        let series = tick_series(&snapshot(&[("A", "Pending", 2)]), &metric(), &BTreeMap::new(), 1000, &[]).series;
+        let body = encode(&series);
         let protobuf = snap::raw::Decoder::new().decompress_vec(&body).unwrap();
-        let whole = WriteRequest { timeseries: series.clone(), metadata: metadata(&metric()) };
+        let whole = WriteRequest { timeseries: series.clone(), metadata: Vec::new() };
         assert_eq!(protobuf, whole.encode_to_vec(), "the same bytes as encoding a WriteRequest");
         let decoded = WriteRequest::decode(protobuf.as_slice()).unwrap();
         assert_eq!(decoded.timeseries, series);
-        assert_eq!(decoded.metadata[0].metric_family_name, "api_transactions");
+        assert!(decoded.metadata.is_empty(), "no metadata goes on the wire");
         // The framed format would start with its stream identifier chunk.
         assert_ne!(&body[..4], b"\xff\x06\x00\x00");
     }

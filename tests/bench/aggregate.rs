@@ -14,10 +14,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use apimetrics_agent::config::Tables;
 use apimetrics_agent::populate::{self, Population, WINDOW_INDEX};
 use apimetrics_agent::snapshot::Snapshot;
 use apimetrics_agent::source;
+use apimetrics_agent::source::config::Tables;
 use chrono::Utc;
 use rusqlite::{Connection, OpenFlags};
 
@@ -41,7 +41,10 @@ fn main() {
     let population = Population::new(n_rows, 20, 7);
     populate::create(&database, &population, false, false).expect("building the database");
     println!("built {n_rows} transactions (20 APIs x 6 statuses, 48 hours) in {:.1?}", started.elapsed());
-    let bound = source::django_timestamp(population.now - chrono::Duration::hours(24), chrono_tz::Tz::UTC);
+    let bound = apimetrics_agent::common::django_time::django_timestamp(
+        population.now - chrono::Duration::hours(24),
+        chrono_tz::Tz::UTC,
+    );
 
     let mut figures = Vec::new();
     for indexed in [false, true] {

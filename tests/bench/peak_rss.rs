@@ -5,11 +5,11 @@
 use std::process::{Command, Stdio};
 
 /// Makes a benchmark binary run the command after it and print the command's peak RSS.
-pub const PEAK_RSS_FLAG: &str = "--peak-rss-of";
+pub(crate) const PEAK_RSS_FLAG: &str = "--peak-rss-of";
 
 /// If this process was started with `PEAK_RSS_FLAG`, runs the command after it, prints its peak
 /// RSS in bytes and returns true.
-pub fn serve_request() -> bool {
+pub(crate) fn serve_request() -> bool {
     let Some(command) = std::env::args().skip_while(|arg| arg != PEAK_RSS_FLAG).nth(1) else { return false };
     let arguments = std::env::args().skip_while(|arg| arg != PEAK_RSS_FLAG).skip(2);
     let status = Command::new(&command).args(arguments).stdout(Stdio::null()).status().unwrap();
@@ -26,7 +26,7 @@ pub fn serve_request() -> bool {
 
 /// Runs `command` with `arguments` through a fresh copy of this binary; returns its peak RSS in
 /// bytes and what it wrote to stderr.
-pub fn peak_rss_of(command: &str, arguments: &[&str]) -> u64 {
+pub(crate) fn peak_rss_of(command: &str, arguments: &[&str]) -> u64 {
     let output = Command::new(std::env::current_exe().unwrap())
         .arg(PEAK_RSS_FLAG)
         .arg(command)

@@ -3,6 +3,7 @@
 
 mod cli;
 mod django;
+mod module_graph;
 mod no_harm;
 mod peers;
 mod pushgateway;

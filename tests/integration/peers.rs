@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use crate::support::{free_port, wait_for};
 
 /// A process killed when dropped.
-pub struct Peer {
+pub(crate) struct Peer {
     child: Child,
-    pub port: u16,
+    pub(crate) port: u16,
 }
 
 impl Drop for Peer {
@@ -26,7 +26,7 @@ impl Drop for Peer {
 }
 
 impl Peer {
-    pub fn stop(self) {}
+    pub(crate) fn stop(self) {}
 }
 
 fn wait_until_listening(port: u16, what: &str, child: &mut Child) {
@@ -39,7 +39,7 @@ fn wait_until_listening(port: u16, what: &str, child: &mut Child) {
 }
 
 /// Debian's prometheus-pushgateway (tests/run installs it), optionally with a `--web.config.file`.
-pub fn pushgateway(web_config: Option<&Path>) -> Peer {
+pub(crate) fn pushgateway(web_config: Option<&Path>) -> Peer {
     let port = free_port();
     let mut command = Command::new("prometheus-pushgateway");
     // Debian's build persists to one file under /var/lib by default; each test's gateway keeps
@@ -58,7 +58,7 @@ pub fn pushgateway(web_config: Option<&Path>) -> Peer {
 }
 
 /// Debian's prometheus as a remote-write receiver, storing under `directory`.
-pub fn prometheus_receiver(directory: &Path, port: u16) -> Peer {
+pub(crate) fn prometheus_receiver(directory: &Path, port: u16) -> Peer {
     let config = directory.join("prometheus.yml");
     std::fs::write(&config, "global:\n  scrape_interval: 1h\n").unwrap();
     let mut child = Command::new("prometheus")
@@ -79,7 +79,7 @@ pub fn prometheus_receiver(directory: &Path, port: u16) -> Peer {
 }
 
 /// Debian's victoria-metrics, storing under `directory`, answering queries without delay.
-pub fn victoria_metrics(directory: &Path) -> Peer {
+pub(crate) fn victoria_metrics(directory: &Path) -> Peer {
     let port = free_port();
     let mut child = Command::new("victoria-metrics")
         .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
@@ -95,7 +95,7 @@ pub fn victoria_metrics(directory: &Path) -> Peer {
 }
 
 /// Debian's tinyproxy in the foreground, logging every request to `log`.
-pub fn tinyproxy(directory: &Path) -> (Peer, std::path::PathBuf) {
+pub(crate) fn tinyproxy(directory: &Path) -> (Peer, std::path::PathBuf) {
     let port = free_port();
     let log = directory.join("tinyproxy.log");
     let config = directory.join("tinyproxy.conf");
@@ -119,10 +119,10 @@ pub fn tinyproxy(directory: &Path) -> (Peer, std::path::PathBuf) {
 }
 
 /// One series of an exposition: name, labels, value.
-pub type Sample = (String, BTreeMap<String, String>, f64);
+pub(crate) type Sample = (String, BTreeMap<String, String>, f64);
 
 /// Reads an exposition's samples, undoing the format's escapes; comments are skipped.
-pub fn parse_exposition(exposition: &str) -> Vec<Sample> {
+pub(crate) fn parse_exposition(exposition: &str) -> Vec<Sample> {
     let mut samples = Vec::new();
     for line in exposition.lines().filter(|line| !line.starts_with('#') && !line.is_empty()) {
         let Some(open) = line.find('{') else {
@@ -157,7 +157,7 @@ pub fn parse_exposition(exposition: &str) -> Vec<Sample> {
 }
 
 /// The value of the series `name` whose labels include all of `labels`, if exactly one has them.
-pub fn value_of(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn value_of(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let mut matching = samples.iter().filter(|(sample_name, sample_labels, _)| {
         sample_name == name
             && labels.iter().all(|(label, value)| sample_labels.get(*label).map(String::as_str) == Some(value))
@@ -169,30 +169,30 @@ pub fn value_of(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Opti
 
 /// What the hand-made server answers to one request.
 #[derive(Clone, Debug)]
-pub struct Reply {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: String,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: String,
     /// Say nothing for this long first (a hang, when longer than the client's timeout).
-    pub delay: Duration,
+    pub(crate) delay: Duration,
 }
 
 impl Reply {
-    pub fn status(status: u16) -> Reply {
+    pub(crate) fn status(status: u16) -> Reply {
         Reply { status, headers: Vec::new(), body: String::new(), delay: Duration::ZERO }
     }
 
-    pub fn with_body(mut self, body: &str) -> Reply {
+    pub(crate) fn with_body(mut self, body: &str) -> Reply {
         self.body = body.to_owned();
         self
     }
 
-    pub fn with_header(mut self, name: &str, value: &str) -> Reply {
+    pub(crate) fn with_header(mut self, name: &str, value: &str) -> Reply {
         self.headers.push((name.to_owned(), value.to_owned()));
         self
     }
 
-    pub fn after(mut self, delay: Duration) -> Reply {
+    pub(crate) fn after(mut self, delay: Duration) -> Reply {
         self.delay = delay;
         self
     }
@@ -200,29 +200,29 @@ impl Reply {
 
 /// A request as the hand-made server received it.
 #[derive(Clone, Debug)]
-pub struct Received {
-    pub method: String,
-    pub path: String,
+pub(crate) struct Received {
+    pub(crate) method: String,
+    pub(crate) path: String,
     /// Header names in lower case.
-    pub headers: BTreeMap<String, String>,
-    pub body: Vec<u8>,
-    pub at: Instant,
+    pub(crate) headers: BTreeMap<String, String>,
+    pub(crate) body: Vec<u8>,
+    pub(crate) at: Instant,
 }
 
 /// A scripted HTTP/1.1 server: the n-th request gets the n-th reply (the last one repeats, or
 /// with `cycling` the script starts over).
-pub struct FakeServer {
-    pub port: u16,
+pub(crate) struct FakeServer {
+    pub(crate) port: u16,
     received: Arc<Mutex<Vec<Received>>>,
 }
 
 impl FakeServer {
-    pub fn start(replies: Vec<Reply>) -> FakeServer {
+    pub(crate) fn start(replies: Vec<Reply>) -> FakeServer {
         FakeServer::serve(replies, false)
     }
 
     /// Answers with `replies` in turn, over and over.
-    pub fn cycling(replies: Vec<Reply>) -> FakeServer {
+    pub(crate) fn cycling(replies: Vec<Reply>) -> FakeServer {
         FakeServer::serve(replies, true)
     }
 
@@ -242,11 +242,11 @@ impl FakeServer {
         FakeServer { port, received }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    pub fn received(&self) -> Vec<Received> {
+    pub(crate) fn received(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
     }
 }

@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
-use apimetrics_agent::config::{SourceConfig, Tables};
-use apimetrics_agent::source::{django_timestamp, take_snapshot};
+use apimetrics_agent::common::django_time::django_timestamp;
+use apimetrics_agent::snapshot::Snapshot;
+use apimetrics_agent::source::config::{SourceConfig, Tables};
 use chrono::{TimeZone, Utc};
 use chrono_tz::Tz;
 
@@ -20,7 +21,7 @@ fn source(site: &Site, timezone: Tz) -> SourceConfig {
 }
 
 fn counts(site: &Site, timezone: Tz, now: chrono::DateTime<Utc>) -> Vec<(String, String, u64)> {
-    let snapshot = take_snapshot(&source(site, timezone), false, now).unwrap();
+    let snapshot = Snapshot::take(&source(site, timezone), false, now).unwrap();
     snapshot.series.into_iter().map(|series| (series.api, series.status, series.count)).collect()
 }
 
@@ -100,7 +101,7 @@ fn apis_and_statuses_sharing_a_name_merge_and_orphans_are_left_out() {
             )
             .unwrap();
     }
-    let snapshot = take_snapshot(&source(&site, Tz::UTC), true, Utc::now()).unwrap();
+    let snapshot = Snapshot::take(&source(&site, Tz::UTC), true, Utc::now()).unwrap();
     let series: Vec<_> = snapshot.series.iter().map(|s| (s.api.as_str(), s.status.as_str(), s.count)).collect();
     assert_eq!(series, [("Mpesa Express", "Pending", 5)]);
     assert_eq!(snapshot.n_rows_orphaned, 4);

@@ -6,37 +6,37 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use apimetrics_agent::source::django_timestamp;
+use apimetrics_agent::common::django_time::django_timestamp;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use rusqlite::{Connection, params};
 
-pub const SCHEMA: &str = include_str!("../../schema/django.sql");
+pub(crate) const SCHEMA: &str = include_str!("../../schema/django.sql");
 
 /// A temporary folder holding `app.sqlite3`, made from `schema/django.sql`, and configs beside it.
-pub struct Site {
-    pub directory: tempfile::TempDir,
+pub(crate) struct Site {
+    pub(crate) directory: tempfile::TempDir,
 }
 
 impl Site {
-    pub fn new() -> Site {
+    pub(crate) fn new() -> Site {
         let site = Site { directory: tempfile::tempdir().unwrap() };
         site.connect().execute_batch(SCHEMA).unwrap();
         site
     }
 
-    pub fn database(&self) -> PathBuf {
+    pub(crate) fn database(&self) -> PathBuf {
         self.directory.path().join("app.sqlite3")
     }
 
     /// A read-write connection, as the app has.
-    pub fn connect(&self) -> Connection {
+    pub(crate) fn connect(&self) -> Connection {
         let connection = Connection::open(self.database()).unwrap();
         connection.busy_timeout(Duration::from_secs(5)).unwrap();
         connection
     }
 
-    pub fn add_api(&self, name: &str) -> i64 {
+    pub(crate) fn add_api(&self, name: &str) -> i64 {
         let connection = self.connect();
         connection
             .execute("INSERT INTO apiMetrics_api (name, description, params) VALUES (?1, '', '{}')", [name])
@@ -44,7 +44,7 @@ impl Site {
         connection.last_insert_rowid()
     }
 
-    pub fn add_status(&self, name: &str) -> i64 {
+    pub(crate) fn add_status(&self, name: &str) -> i64 {
         let connection = self.connect();
         connection
             .execute("INSERT INTO apiMetrics_transactionstatus (name, description) VALUES (?1, '')", [name])
@@ -53,7 +53,7 @@ impl Site {
     }
 
     /// Adds `n` transactions of one API and status, last modified at the text `time_modified`.
-    pub fn add_transactions(&self, n: usize, api_id: i64, status_id: i64, time_modified: &str) {
+    pub(crate) fn add_transactions(&self, n: usize, api_id: i64, status_id: i64, time_modified: &str) {
         let mut connection = self.connect();
         let transaction = connection.transaction().unwrap();
         for _ in 0..n {
@@ -69,19 +69,19 @@ impl Site {
     }
 
     /// Writes `name` beside the database; the config's paths resolve against this folder.
-    pub fn write_config(&self, name: &str, text: &str) -> PathBuf {
+    pub(crate) fn write_config(&self, name: &str, text: &str) -> PathBuf {
         let path = self.directory.path().join(name);
         std::fs::write(&path, text).unwrap();
         path
     }
 
     /// A config reading `app.sqlite3` every `interval`, with `extra` TOML appended.
-    pub fn config(&self, interval: &str, extra: &str) -> PathBuf {
+    pub(crate) fn config(&self, interval: &str, extra: &str) -> PathBuf {
         self.config_with_source("", interval, extra)
     }
 
     /// Like `config`, with `source_keys` added to its `[source]` table.
-    pub fn config_with_source(&self, source_keys: &str, interval: &str, extra: &str) -> PathBuf {
+    pub(crate) fn config_with_source(&self, source_keys: &str, interval: &str, extra: &str) -> PathBuf {
         self.write_config(
             "config.toml",
             &format!(
@@ -93,7 +93,7 @@ impl Site {
 
 /// Two APIs × two statuses: Mpesa Express/Pending 3 and Mpesa B2C/Failed 2 in the window, 9
 /// more B2C/Failed outside it, the other two pairs empty.
-pub fn site_with_transactions() -> Site {
+pub(crate) fn site_with_transactions() -> Site {
     let site = Site::new();
     let express = site.add_api("Mpesa Express");
     let b2c = site.add_api("Mpesa B2C");
@@ -106,27 +106,27 @@ pub fn site_with_transactions() -> Site {
 }
 
 /// `instant` as Django stores it in UTC.
-pub fn utc_text(instant: DateTime<Utc>) -> String {
+pub(crate) fn utc_text(instant: DateTime<Utc>) -> String {
     django_timestamp(instant, Tz::UTC)
 }
 
-pub fn hours_ago(hours: f64) -> String {
+pub(crate) fn hours_ago(hours: f64) -> String {
     utc_text(Utc::now() - chrono::Duration::milliseconds((hours * 3_600_000.0) as i64))
 }
 
-pub fn agent(config: &Path) -> Command {
+pub(crate) fn agent(config: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_apimetrics-agent"));
     command.arg("--config").arg(config).env_remove("APIMETRICS_CONFIG").env("RUST_LOG", "info");
     command
 }
 
-pub fn run_agent(config: &Path, arguments: &[&str]) -> Output {
+pub(crate) fn run_agent(config: &Path, arguments: &[&str]) -> Output {
     agent(config).args(arguments).stdin(Stdio::null()).output().unwrap()
 }
 
 /// Runs `check` on `config` and asserts the agent refuses it (exit 2) with each of `expected`
 /// in its message; returns the message.
-pub fn assert_config_refused(config: &Path, expected: &[&str]) -> String {
+pub(crate) fn assert_config_refused(config: &Path, expected: &[&str]) -> String {
     let output = run_agent(config, &["check"]);
     let message = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{message}");
@@ -136,18 +136,18 @@ pub fn assert_config_refused(config: &Path, expected: &[&str]) -> String {
     message
 }
 
-pub fn stdout(output: &Output) -> String {
+pub(crate) fn stdout(output: &Output) -> String {
     String::from_utf8(output.stdout.clone()).unwrap()
 }
 
-pub fn stderr(output: &Output) -> String {
+pub(crate) fn stderr(output: &Output) -> String {
     String::from_utf8(output.stderr.clone()).unwrap()
 }
 
 /// A loopback port free now and handed to no other test in this run. Tests run in separate
 /// processes, and the kernel may hand a just-released port to the next caller, so each port
 /// handed out is claimed with a file; claims older than ten minutes are from earlier runs.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let claims = Path::new(env!("CARGO_TARGET_TMPDIR")).join("claimed-ports");
     std::fs::create_dir_all(&claims).unwrap();
     loop {
@@ -166,7 +166,7 @@ pub fn free_port() -> u16 {
 }
 
 /// Polls `probe` until it returns `Some`, or panics after `deadline` saying what was awaited.
-pub fn wait_for<T>(what: &str, deadline: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn wait_for<T>(what: &str, deadline: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
     let started = Instant::now();
     loop {
         if let Some(value) = probe() {
@@ -178,27 +178,27 @@ pub fn wait_for<T>(what: &str, deadline: Duration, mut probe: impl FnMut() -> Op
 }
 
 /// The body of a GET, or `None` while the server is not answering.
-pub fn http_get(url: &str) -> Option<(u16, String)> {
+pub(crate) fn http_get(url: &str) -> Option<(u16, String)> {
     let response = reqwest::blocking::Client::new().get(url).timeout(Duration::from_secs(5)).send().ok()?;
     let status = response.status().as_u16();
     Some((status, response.text().ok()?))
 }
 
 /// The value of the sample written exactly as `series` (name and labels) in an exposition.
-pub fn sample(exposition: &str, series: &str) -> Option<f64> {
+pub(crate) fn sample(exposition: &str, series: &str) -> Option<f64> {
     exposition.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// A running agent, killed when dropped if the test has not stopped it.
-pub struct Running {
-    pub child: Child,
-    pub port: u16,
+pub(crate) struct Running {
+    pub(crate) child: Child,
+    pub(crate) port: u16,
     log: PathBuf,
 }
 
 impl Running {
     /// Starts `run` on `config`, whose scrape listener must be on `port`, and waits until it serves.
-    pub fn start(config: &Path, port: u16) -> Running {
+    pub(crate) fn start(config: &Path, port: u16) -> Running {
         let log = config.with_extension("log");
         let child = agent(config)
             .arg("run")
@@ -211,29 +211,29 @@ impl Running {
     }
 
     /// Takes charge of an agent started otherwise, logging to `log`, and waits until it serves.
-    pub fn adopt(child: Child, port: u16, log: PathBuf) -> Running {
+    pub(crate) fn adopt(child: Child, port: u16, log: PathBuf) -> Running {
         let running = Running { child, port, log };
         wait_for("the scrape endpoint", Duration::from_secs(60), || http_get(&running.url("/healthz")));
         running
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    pub fn metrics(&self) -> String {
+    pub(crate) fn metrics(&self) -> String {
         let (status, body) = http_get(&self.url("/metrics")).expect("the agent answers /metrics");
         assert_eq!(status, 200);
         body
     }
 
     /// Everything the agent has logged so far.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap()
     }
 
     /// Sends SIGTERM and returns the exit status and everything the agent logged.
-    pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
+    pub(crate) fn terminate(mut self) -> (std::process::ExitStatus, String) {
         let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
         assert!(status.success());
         let status =

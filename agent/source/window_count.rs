@@ -9,20 +9,20 @@ use std::slice;
 use rusqlite::{Connection, ffi};
 use rustc_hash::FxHashMap;
 
-use crate::source::is_django_timestamp;
+use crate::common::django_time::is_django_timestamp;
 
 /// The SQL name of the counting function; its arguments are `(api_id, status_id, time_modified)`.
-pub const FUNCTION_NAME: &CStr = c"apimetrics_count_window";
+pub(crate) const FUNCTION_NAME: &CStr = c"apimetrics_count_window";
 
 /// What the function counted over one query.
 #[derive(Debug)]
-pub struct WindowCounts {
+pub(crate) struct WindowCounts {
     /// Counts for ids in `0..DENSE_IDS`, the usual case, at `api_id * DENSE_IDS + status_id`.
     dense: Vec<u64>,
     /// Counts for any other pair of ids.
     sparse: FxHashMap<(i64, i64), u64>,
     /// Rows whose `time_modified` is not a Django timestamp; not counted in any pair.
-    pub n_rows_bad_timestamp: u64,
+    pub(crate) n_rows_bad_timestamp: u64,
 }
 
 /// Ids below this are counted in a flat array (32 KiB) rather than a hash map.
@@ -51,7 +51,7 @@ impl WindowCounts {
     }
 
     /// The counts by `(api_id, status_id)`, pairs with no rows left out.
-    pub fn into_by_ids(self) -> FxHashMap<(i64, i64), u64> {
+    pub(crate) fn into_by_ids(self) -> FxHashMap<(i64, i64), u64> {
         let mut by_ids = self.sparse;
         for (position, &count) in self.dense.iter().enumerate().filter(|(_, count)| **count > 0) {
             by_ids.insert((position as i64 / DENSE_IDS, position as i64 % DENSE_IDS), count);
@@ -62,12 +62,12 @@ impl WindowCounts {
 
 /// Runs `sql`, which calls `FUNCTION_NAME(api_id, status_id, time_modified)` as an aggregate,
 /// with `bound` as `?1`, and returns what the function counted.
-pub fn count_window(connection: &Connection, sql: &str, bound: &str) -> rusqlite::Result<WindowCounts> {
+pub(crate) fn count_window(connection: &Connection, sql: &str, bound: &str) -> rusqlite::Result<WindowCounts> {
     with_function(connection, || connection.query_row(sql, [bound], |_| Ok(()))).map(|((), counts)| counts)
 }
 
 /// Runs `work` while the function is registered on `connection`, and returns what it counted.
-pub fn with_function<T>(
+pub(crate) fn with_function<T>(
     connection: &Connection,
     work: impl FnOnce() -> rusqlite::Result<T>,
 ) -> rusqlite::Result<(T, WindowCounts)> {

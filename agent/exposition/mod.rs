@@ -1,17 +1,19 @@
 //! The Prometheus text exposition format (0.0.4): the one renderer behind `/metrics`,
 //! `once --dry-run` and the Pushgateway body, with label values escaped as the format requires.
 
+pub(crate) mod config;
+
 use std::collections::BTreeMap;
 use std::fmt::{Display, Write};
 
-use crate::config::MetricConfig;
+use self::config::MetricConfig;
 use crate::snapshot::Snapshot;
 
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// A text exposition being written; families are written whole, one after another.
 #[derive(Debug, Default)]
-pub struct Exposition {
+pub(crate) struct Exposition {
     text: String,
     /// Written after each sample's own labels (the config's `[labels]`).
     constant_labels: Vec<(String, String)>,
@@ -19,7 +21,7 @@ pub struct Exposition {
 
 impl Exposition {
     /// An exposition whose every sample carries `constant_labels` after its own.
-    pub fn new(constant_labels: &BTreeMap<String, String>) -> Exposition {
+    pub(crate) fn new(constant_labels: &BTreeMap<String, String>) -> Exposition {
         Exposition {
             text: String::new(),
             constant_labels: constant_labels.iter().map(|(name, value)| (name.clone(), value.clone())).collect(),
@@ -27,13 +29,13 @@ impl Exposition {
     }
 
     /// Starts a family: its HELP and TYPE lines.
-    pub fn family(&mut self, name: &str, help: &str, kind: &str) {
+    pub(crate) fn family(&mut self, name: &str, help: &str, kind: &str) {
         let _ = writeln!(self.text, "# HELP {name} {}", escape_help(help));
         let _ = writeln!(self.text, "# TYPE {name} {kind}");
     }
 
     /// One sample line; `labels` are written in the order given, then the constant labels.
-    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
+    pub(crate) fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
         self.text.push_str(name);
         let constant = self.constant_labels.iter().map(|(label, value)| (label.as_str(), value.as_str()));
         let all_labels: Vec<(&str, &str)> = labels.iter().copied().chain(constant).collect();
@@ -53,37 +55,51 @@ impl Exposition {
         let _ = writeln!(self.text, " {value}");
     }
 
-    pub fn into_string(self) -> String {
+    pub(crate) fn into_string(self) -> String {
         self.text
     }
 }
 
 /// The aggregate as a gauge family: one sample per (API name, status name).
-pub fn write_aggregate(exposition: &mut Exposition, snapshot: &Snapshot, metric: &MetricConfig) {
+fn write_aggregate(exposition: &mut Exposition, snapshot: &Snapshot, metric: &MetricConfig) {
     exposition.family(&metric.name, &metric.help, "gauge");
     for series in &snapshot.series {
         exposition.sample(&metric.name, &[("api", &series.api), ("status", &series.status)], series.count);
     }
 }
 
-/// What a push carries: the aggregate, then the few agent metrics a central side needs to judge
-/// it (when it was computed, how much it counted). No timestamps, and no name a gateway uses
-/// itself (`push_time_seconds`, `process_*`, `go_*`).
-pub fn push_body(snapshot: &Snapshot, metric: &MetricConfig, constant_labels: &BTreeMap<String, String>) -> String {
-    let mut exposition = Exposition::new(constant_labels);
-    write_aggregate(&mut exposition, snapshot, metric);
-    write_snapshot_health(&mut exposition, snapshot);
-    write_build_info(&mut exposition);
-    exposition.into_string()
+/// A tick's snapshot with its text rendered once: the body every Pushgateway target pushes and
+/// the start of every `/metrics` page until the next tick.
+#[derive(Debug)]
+pub(crate) struct Rendered {
+    pub(crate) snapshot: Snapshot,
+    /// The aggregate, then the few agent metrics a central side needs to judge it (when it was
+    /// computed, how much it counted). No timestamps, and no name a gateway uses itself
+    /// (`push_time_seconds`, `process_*`, `go_*`).
+    pub(crate) body: String,
 }
 
-pub fn write_build_info(exposition: &mut Exposition) {
+impl Rendered {
+    pub(crate) fn new(
+        snapshot: Snapshot,
+        metric: &MetricConfig,
+        constant_labels: &BTreeMap<String, String>,
+    ) -> Rendered {
+        let mut exposition = Exposition::new(constant_labels);
+        write_aggregate(&mut exposition, &snapshot, metric);
+        write_snapshot_health(&mut exposition, &snapshot);
+        write_build_info(&mut exposition);
+        Rendered { snapshot, body: exposition.into_string() }
+    }
+}
+
+pub(crate) fn write_build_info(exposition: &mut Exposition) {
     exposition.family("apimetrics_agent_build_info", "The agent's version; always 1.", "gauge");
     exposition.sample("apimetrics_agent_build_info", &[("version", env!("CARGO_PKG_VERSION"))], 1);
 }
 
 /// The snapshot's own figures: when it was computed, what it counted and left out.
-pub fn write_snapshot_health(exposition: &mut Exposition, snapshot: &Snapshot) {
+fn write_snapshot_health(exposition: &mut Exposition, snapshot: &Snapshot) {
     exposition.family(
         "apimetrics_agent_snapshot_timestamp_seconds",
         "When the aggregate was computed, in seconds since the Unix epoch.",

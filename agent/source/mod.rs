@@ -1,28 +1,53 @@
 //! The Django app's SQLite database, read-only: opening it safely, checking it is the app's,
-//! and streaming the window's rows into counts by (api_id, status_id).
+//! and counting the window's rows by (api_id, status_id) with the names of those ids.
 //!
 //! The agent never writes here. The connection is opened with `mode=ro` and `query_only`, waits
 //! for the app's write lock no longer than `busy_timeout`, and lives only for one tick.
 
+pub mod config;
+mod window_count;
+
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use chrono::{DateTime, Utc};
-use chrono_tz::Tz;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
+use rustc_hash::FxHashMap;
 
-use crate::config::{SourceConfig, Tables};
-use crate::snapshot::{RawCounts, Snapshot};
-use crate::window_count;
+use self::config::{SourceConfig, Tables};
+use crate::common::django_time::django_timestamp;
+
+/// What one read of the database found, keyed by row ids as stored.
+#[derive(Debug, Default, Clone)]
+pub struct RawCounts {
+    /// `(id, name)` of every row of the API table.
+    pub apis: Vec<(i64, String)>,
+    /// `(id, name)` of every row of the status table.
+    pub statuses: Vec<(i64, String)>,
+    /// Transactions in the window by `(api_id, status_id)`.
+    pub by_ids: FxHashMap<(i64, i64), u64>,
+    /// Rows in the window whose `time_modified` is not a Django timestamp; not counted.
+    pub n_rows_bad_timestamp: u64,
+}
+
+/// One tick's read of the window ending at a given instant.
+#[derive(Debug)]
+pub struct WindowRead {
+    pub counts: RawCounts,
+    /// Transactions modified at or after this instant were counted.
+    pub window_start: DateTime<Utc>,
+    /// How long opening and reading took.
+    pub duration: Duration,
+}
 
 /// The columns the agent reads, by table; anything else in the tables is ignored.
 const REQUIRED_COLUMNS: [(&str, &[&str]); 3] =
     [("api", &["id", "name"]), ("status", &["id", "name"]), ("transaction", &["api_id", "status_id", "time_modified"])];
 
 /// Opens the database read-only and checks that it holds the app's tables.
-pub fn open(source: &SourceConfig) -> anyhow::Result<Connection> {
+pub(crate) fn open(source: &SourceConfig) -> anyhow::Result<Connection> {
     let path = &source.database;
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let connection = Connection::open_with_flags(read_only_uri(path), flags)
@@ -128,56 +153,12 @@ fn quoted(identifier: &str) -> String {
 
 /// The query a tick runs: the window's rows by the cheapest access path, each counted by
 /// `window_count`'s function as SQLite reads it.
-pub fn window_query(tables: &Tables) -> String {
+pub(crate) fn window_query(tables: &Tables) -> String {
     format!(
         "SELECT {}(api_id, status_id, time_modified) FROM {} WHERE time_modified >= ?1",
         window_count::FUNCTION_NAME.to_str().expect("the name is ASCII"),
         quoted(&tables.transaction)
     )
-}
-
-/// The text Django's SQLite backend would bind for `instant` seen in `timezone`:
-/// `YYYY-MM-DD HH:MM:SS[.ffffff]`, the fraction left out when it is zero. Comparing stored text
-/// against it is exactly what `filter(time_modified__gte=...)` does.
-pub fn django_timestamp(instant: DateTime<Utc>, timezone: Tz) -> String {
-    let local = instant.with_timezone(&timezone).naive_local();
-    let micros = local.and_utc().timestamp_subsec_micros();
-    if micros == 0 {
-        local.format("%Y-%m-%d %H:%M:%S").to_string()
-    } else {
-        format!("{}.{micros:06}", local.format("%Y-%m-%d %H:%M:%S"))
-    }
-}
-
-/// Whether `text` is a timestamp as Django stores it: `YYYY-MM-DD HH:MM:SS` with an optional
-/// fraction of one to six digits. It runs once per row in the window, so the 19-byte prefix is
-/// checked eight bytes at a time.
-pub fn is_django_timestamp(text: &[u8]) -> bool {
-    if text.len() < 19 || text.len() == 20 || text.len() > 26 {
-        return false;
-    }
-    let word = |start: usize| u64::from_le_bytes(text[start..start + 8].try_into().expect("eight bytes"));
-    // Bytes 0..8 "YYYY-MM-", 8..16 "DD HH:MM", 11..19 "HH:MM:SS": digits where the pattern has
-    // 0x80, the given separator elsewhere.
-    let prefix_ok = shaped_like(word(0), u64::from_le_bytes(*b"\x80\x80\x80\x80-\x80\x80-"))
-        && shaped_like(word(8), u64::from_le_bytes(*b"\x80\x80 \x80\x80:\x80\x80"))
-        && shaped_like(word(11), u64::from_le_bytes(*b"\x80\x80:\x80\x80:\x80\x80"));
-    prefix_ok && (text.len() == 19 || (text[19] == b'.' && text[20..].iter().all(u8::is_ascii_digit)))
-}
-
-/// Whether each byte of `word` is an ASCII digit where `pattern` has 0x80, and equals `pattern`'s
-/// byte elsewhere.
-fn shaped_like(word: u64, pattern: u64) -> bool {
-    const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
-    let digit_positions = pattern & HIGH_BITS;
-    let digit_ones = digit_positions >> 7; // 0x01 in every digit position
-    let digit_mask = digit_ones * 0xff;
-    let separators_ok = (word & !digit_mask) == (pattern & !digit_mask);
-    // A byte b is a digit when x = b ^ 0x30 is below 10: neither x nor x + 0x76 has its high bit
-    // (and a carry out of a byte happens only when x already has it).
-    let x = (word ^ 0x3030_3030_3030_3030) & digit_mask;
-    let digits_ok = ((x.wrapping_add(digit_ones * 0x76) | x) & digit_positions) == 0;
-    separators_ok && digits_ok
 }
 
 /// Reads the API and status names and counts the window's transactions, in one read transaction.
@@ -205,30 +186,37 @@ fn read_names(connection: &Connection, table: &str) -> rusqlite::Result<Vec<(i64
     rows.collect()
 }
 
-/// One tick's read: open, read the window ending at `now`, aggregate. Blocking; call it off the runtime.
-pub fn take_snapshot(source: &SourceConfig, zero_fill: bool, now: DateTime<Utc>) -> anyhow::Result<Snapshot> {
+/// One tick's read: open, then count the window ending at `now`. Blocking; call it off the runtime.
+pub fn read_window(source: &SourceConfig, now: DateTime<Utc>) -> anyhow::Result<WindowRead> {
     let started = Instant::now();
     let connection = open(source)?;
     let window_start = now - source.window;
     let bound = django_timestamp(window_start, source.timezone);
-    let raw = read_counts(&connection, &source.tables, &bound)
+    let counts = read_counts(&connection, &source.tables, &bound)
         .map_err(|error| describe(error, source))
         .with_context(|| format!("reading {} (source.database)", source.database.display()))?;
-    Ok(Snapshot::from_counts(&raw, zero_fill, now, window_start, started.elapsed()))
+    Ok(WindowRead { counts, window_start, duration: started.elapsed() })
 }
 
 /// What `check` reports about how the window will be read.
 #[derive(Debug)]
-pub struct QueryPlan {
+pub(crate) struct QueryPlan {
     /// SQLite's `EXPLAIN QUERY PLAN` lines for the window query.
-    pub steps: Vec<String>,
-    /// Indexes on the transaction table whose first column is `time_modified`, with whether
-    /// they also hold `api_id` and `status_id` (so the rows need not be visited).
-    pub time_indexes: Vec<(String, bool)>,
-    pub n_transactions: i64,
+    pub(crate) steps: Vec<String>,
+    /// Indexes on the transaction table whose first column is `time_modified`.
+    pub(crate) time_indexes: Vec<TimeIndex>,
+    pub(crate) n_transactions: i64,
 }
 
-pub fn explain(connection: &Connection, tables: &Tables) -> anyhow::Result<QueryPlan> {
+/// An index that leads with `time_modified`.
+#[derive(Debug)]
+pub(crate) struct TimeIndex {
+    pub(crate) name: String,
+    /// Whether it also holds `api_id` and `status_id`, so the rows need not be visited.
+    pub(crate) covers_window: bool,
+}
+
+pub(crate) fn explain(connection: &Connection, tables: &Tables) -> anyhow::Result<QueryPlan> {
     let sql = format!("EXPLAIN QUERY PLAN {}", window_query(tables));
     let (steps, _) = window_count::with_function(connection, || {
         let mut statement = connection.prepare(&sql)?;
@@ -242,8 +230,9 @@ pub fn explain(connection: &Connection, tables: &Tables) -> anyhow::Result<Query
         let mut info = connection.prepare("SELECT name FROM pragma_index_info(?1) ORDER BY seqno")?;
         let columns: Vec<Option<String>> = info.query_map([&index], |row| row.get(0))?.collect::<Result<_, _>>()?;
         if columns.first().and_then(|column| column.as_deref()) == Some("time_modified") {
-            let covers = ["api_id", "status_id"].iter().all(|needed| columns.iter().flatten().any(|c| c == needed));
-            time_indexes.push((index, covers));
+            let covers_window =
+                ["api_id", "status_id"].iter().all(|needed| columns.iter().flatten().any(|c| c == needed));
+            time_indexes.push(TimeIndex { name: index, covers_window });
         }
     }
     let n_transactions =
@@ -270,7 +259,8 @@ pub fn check(source: &SourceConfig) -> anyhow::Result<String> {
     for step in &plan.steps {
         report.push_str(&format!("  {step}\n"));
     }
-    match plan.time_indexes.iter().find(|(_, covers)| *covers).or(plan.time_indexes.first()) {
+    let best = plan.time_indexes.iter().find(|index| index.covers_window).or(plan.time_indexes.first());
+    match best.map(|index| (&index.name, index.covers_window)) {
         None => report.push_str(&format!(
             "warning: no index on {}.time_modified: every tick reads the whole table; \
              add the index in schema/index.sql through a Django migration (see the README)\n",
@@ -288,57 +278,6 @@ pub fn check(source: &SourceConfig) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
-
-    #[test]
-    fn window_bound_is_formatted_as_django_binds_it() {
-        let whole = Utc.with_ymd_and_hms(2026, 11, 23, 9, 5, 7).unwrap();
-        assert_eq!(django_timestamp(whole, Tz::UTC), "2026-11-23 09:05:07");
-        let fraction = whole + chrono::Duration::microseconds(120);
-        assert_eq!(django_timestamp(fraction, Tz::UTC), "2026-11-23 09:05:07.000120");
-        let nanos = whole + chrono::Duration::nanoseconds(1_500);
-        assert_eq!(django_timestamp(nanos, Tz::UTC), "2026-11-23 09:05:07.000001");
-        assert_eq!(django_timestamp(whole, chrono_tz::Africa::Nairobi), "2026-11-23 12:05:07");
-    }
-
-    #[test]
-    fn django_timestamps_are_recognised_and_others_are_not() {
-        for good in ["2026-11-23 09:05:07", "2026-11-23 09:05:07.1", "2026-11-23 09:05:07.123456"] {
-            assert!(is_django_timestamp(good.as_bytes()), "{good}");
-        }
-        for bad in [
-            "",
-            "garbage",
-            "2026-11-23T09:05:07",
-            "2026-11-23 09:05:07.",
-            "2026-11-23 09:05:07.1234567",
-            "2026-11-23 09:05:07+00:00",
-            "2026-11-23 9:05:07",
-            "20x6-11-23 09:05:07",
-        ] {
-            assert!(!is_django_timestamp(bad.as_bytes()), "{bad}");
-        }
-    }
-
-    #[test]
-    fn the_word_at_a_time_check_agrees_with_the_plain_one_on_every_byte() {
-        fn plain(text: &[u8]) -> bool {
-            let shape = b"0000-00-00 00:00:00";
-            (text.len() == 19 || (21..=26).contains(&text.len()))
-                && shape.iter().zip(text).all(|(&s, &b)| if s == b'0' { b.is_ascii_digit() } else { b == s })
-                && (text.len() == 19 || (text[19] == b'.' && text[20..].iter().all(u8::is_ascii_digit)))
-        }
-        let base = b"2026-11-23 09:05:07.123456".to_vec();
-        for length in [19, 21, 26] {
-            for position in 0..length {
-                for byte in 0..=255u8 {
-                    let mut text = base[..length].to_vec();
-                    text[position] = byte;
-                    assert_eq!(is_django_timestamp(&text), plain(&text), "{:?}", String::from_utf8_lossy(&text));
-                }
-            }
-        }
-    }
 
     #[test]
     fn uri_escapes_what_sqlite_would_read_as_query() {

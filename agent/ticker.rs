@@ -1,6 +1,6 @@
-//! When ticks happen: a fixed interval, or a cron expression run by tokio-cron-scheduler.
-//! Either way a tick is only a signal on a channel of one; a tick that comes while the previous
-//! one is still running is dropped, so ticks never overlap or pile up.
+//! The ticker: turns the config's `Schedule` (a fixed interval, or a cron expression run by
+//! tokio-cron-scheduler) into tick signals on a channel of one. A tick that comes while the
+//! previous one is still running is dropped, so ticks never overlap or pile up.
 
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Schedule;
 
 /// Sends tick signals on `ticks` until `shutdown` is cancelled.
-pub async fn drive(
+pub(crate) async fn drive(
     schedule: Schedule,
     run_on_start: bool,
     ticks: mpsc::Sender<()>,

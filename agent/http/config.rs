@@ -1,0 +1,243 @@
+//! The HTTP keys every push target's table shares: headers, basic or bearer auth, TLS with a
+//! private CA or client certificate, and a forward proxy; checked into `HttpSettings`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use reqwest::header::{HeaderName, HeaderValue};
+use reqwest::{Certificate, Identity, Url};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::common::problems::Problems;
+use crate::common::redact::Secret;
+
+/// Headers the agent sets itself; a target's `headers` may not replace them.
+const RESERVED_HEADERS: [&str; 5] =
+    ["content-type", "content-encoding", "content-length", "user-agent", "x-prometheus-remote-write-version"];
+
+/// `basic_auth = { username = "...", password = "..." }` or with `password_file`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBasicAuth {
+    /// The user name sent with every request.
+    username: String,
+    /// The password, written in the config.
+    password: Option<String>,
+    /// A file holding the password (a trailing newline is ignored).
+    password_file: Option<String>,
+}
+
+/// `tls = { ca_file = "...", cert_file = "...", key_file = "...", insecure_skip_verify = false }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    /// PEM certificates of the CAs to trust instead of the system's.
+    ca_file: Option<String>,
+    /// PEM client certificate, for servers that require one; needs `key_file`.
+    cert_file: Option<String>,
+    /// PEM private key of `cert_file`.
+    key_file: Option<String>,
+    /// Accept any server certificate. For tests only: it gives up on knowing who receives the data.
+    #[serde(default)]
+    insecure_skip_verify: bool,
+}
+
+/// The HTTP keys of one target's table, as written.
+#[derive(Debug)]
+pub(crate) struct RawHttp<'a> {
+    pub(crate) headers: &'a BTreeMap<Spanned<String>, Spanned<String>>,
+    pub(crate) basic_auth: Option<&'a Spanned<RawBasicAuth>>,
+    pub(crate) bearer_token: Option<&'a Spanned<String>>,
+    pub(crate) bearer_token_file: Option<&'a Spanned<String>>,
+    pub(crate) tls: Option<&'a Spanned<RawTls>>,
+    pub(crate) proxy_url: Option<&'a Spanned<String>>,
+}
+
+/// Checked HTTP settings of one target.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HttpSettings {
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) auth: Option<Auth>,
+    /// PEM bytes of the CAs to trust instead of the system's.
+    pub(crate) ca_pem: Option<Vec<u8>>,
+    /// PEM bytes of the client certificate followed by its key.
+    pub(crate) identity_pem: Option<Secret>,
+    pub(crate) insecure_skip_verify: bool,
+    /// `None`: HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the environment.
+    pub(crate) proxy: Option<Url>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Auth {
+    Basic { username: String, password: Secret },
+    Bearer(Secret),
+}
+
+impl RawHttp<'_> {
+    /// Checks the HTTP keys of the table at `key` (e.g. `pushgateway[0]`); paths are relative to `base`.
+    pub(crate) fn validate(self, problems: &mut Problems<'_>, key: &str, base: &Path) -> HttpSettings {
+        let mut settings = HttpSettings {
+            headers: self.headers(problems, key),
+            auth: self.auth(problems, key, base),
+            ..HttpSettings::default()
+        };
+        if let Some(tls) = self.tls {
+            validate_tls(&mut settings, problems, &format!("{key}.tls"), tls, base);
+        }
+        settings.proxy = self.proxy(problems, key);
+        settings
+    }
+
+    fn headers(&self, problems: &mut Problems<'_>, key: &str) -> Vec<(HeaderName, HeaderValue)> {
+        let mut headers = Vec::new();
+        for (name, value) in self.headers {
+            let header_key = format!("{key}.headers.{}", name.get_ref());
+            match (HeaderName::try_from(name.get_ref().as_str()), HeaderValue::try_from(value.get_ref().as_str())) {
+                (Ok(header), _) if RESERVED_HEADERS.contains(&header.as_str()) => {
+                    problems.at(name, &header_key, "is set by the agent itself and cannot be replaced")
+                }
+                (Ok(header), Ok(header_value)) => headers.push((header, header_value)),
+                (Err(_), _) => problems.at(name, &header_key, "is not a valid HTTP header name"),
+                (_, Err(_)) => problems.at(value, &header_key, "is not a valid HTTP header value"),
+            }
+        }
+        headers
+    }
+
+    fn auth(&self, problems: &mut Problems<'_>, key: &str, base: &Path) -> Option<Auth> {
+        let bearer = match (self.bearer_token, self.bearer_token_file) {
+            (Some(token), Some(_)) => {
+                problems.at(token, &format!("{key}.bearer_token"), "set bearer_token or bearer_token_file, not both");
+                None
+            }
+            (Some(token), None) => Some(Secret::new(token.get_ref().clone())),
+            (None, Some(file)) => read_secret(problems, &format!("{key}.bearer_token_file"), file, base),
+            (None, None) => None,
+        };
+        let basic = self.basic_auth.and_then(|spanned| basic_auth(problems, key, spanned, base));
+        match (basic, bearer) {
+            (Some(_), Some(_)) => {
+                let span = self.basic_auth.expect("basic auth was given");
+                problems.at(span, &format!("{key}.basic_auth"), "set basic_auth or a bearer token, not both");
+                None
+            }
+            (basic, bearer) => basic.or(bearer.map(Auth::Bearer)),
+        }
+    }
+
+    fn proxy(&self, problems: &mut Problems<'_>, key: &str) -> Option<Url> {
+        let proxy = self.proxy_url?;
+        match Url::parse(proxy.get_ref()) {
+            Ok(url) if ["http", "https", "socks5", "socks5h"].contains(&url.scheme()) => Some(url),
+            _ => {
+                problems.at(
+                    proxy,
+                    &format!("{key}.proxy_url"),
+                    format_args!("{:?} is not a proxy URL, e.g. \"http://proxy.internal:3128\"", proxy.get_ref()),
+                );
+                None
+            }
+        }
+    }
+}
+
+fn basic_auth(problems: &mut Problems<'_>, key: &str, spanned: &Spanned<RawBasicAuth>, base: &Path) -> Option<Auth> {
+    let basic = spanned.get_ref();
+    let password = match (&basic.password, &basic.password_file) {
+        (Some(_), Some(_)) => {
+            problems.at(spanned, &format!("{key}.basic_auth"), "set password or password_file, not both");
+            None
+        }
+        (Some(password), None) => Some(Secret::new(password.clone())),
+        (None, Some(file)) => {
+            let file = Spanned::new(spanned.span(), file.clone());
+            read_secret(problems, &format!("{key}.basic_auth.password_file"), &file, base)
+        }
+        (None, None) => {
+            problems.at(spanned, &format!("{key}.basic_auth"), "needs password or password_file");
+            None
+        }
+    };
+    password.map(|password| Auth::Basic { username: basic.username.clone(), password })
+}
+
+/// Checks `tls` (at `tls_key`) into `settings`: the CA, the client certificate and its key.
+fn validate_tls(
+    settings: &mut HttpSettings,
+    problems: &mut Problems<'_>,
+    tls_key: &str,
+    spanned: &Spanned<RawTls>,
+    base: &Path,
+) {
+    let tls = spanned.get_ref();
+    settings.insecure_skip_verify = tls.insecure_skip_verify;
+    if let Some(ca_file) = &tls.ca_file {
+        let ca_key = format!("{tls_key}.ca_file");
+        settings.ca_pem = read_file(problems, spanned, &ca_key, ca_file, base)
+            .filter(|pem| check(problems, spanned, &ca_key, Certificate::from_pem(pem)));
+    }
+    match (&tls.cert_file, &tls.key_file) {
+        (Some(cert_file), Some(key_file)) => {
+            let cert_key = format!("{tls_key}.cert_file");
+            let cert = read_file(problems, spanned, &cert_key, cert_file, base);
+            let key = read_file(problems, spanned, &format!("{tls_key}.key_file"), key_file, base);
+            if let (Some(mut pem), Some(key)) = (cert, key) {
+                pem.push(b'\n');
+                pem.extend_from_slice(&key);
+                if check(problems, spanned, &cert_key, Identity::from_pem(&pem)) {
+                    settings.identity_pem = Some(Secret::new(String::from_utf8_lossy(&pem).into_owned()));
+                }
+            }
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            problems.at(spanned, tls_key, "cert_file and key_file go together: set both or neither")
+        }
+        (None, None) => {}
+    }
+}
+
+fn read_file(
+    problems: &mut Problems<'_>,
+    span: &Spanned<RawTls>,
+    key: &str,
+    file: &str,
+    base: &Path,
+) -> Option<Vec<u8>> {
+    let path = base.join(file);
+    std::fs::read(&path)
+        .map_err(|error| problems.at(span, key, format_args!("cannot read {}: {error}", path.display())))
+        .ok()
+}
+
+fn check<T>(problems: &mut Problems<'_>, span: &Spanned<RawTls>, key: &str, parsed: reqwest::Result<T>) -> bool {
+    parsed.map_err(|error| problems.at(span, key, format_args!("is not usable PEM: {error}"))).is_ok()
+}
+
+fn read_secret(problems: &mut Problems<'_>, key: &str, file: &Spanned<String>, base: &Path) -> Option<Secret> {
+    let path = base.join(file.get_ref());
+    match std::fs::read_to_string(&path) {
+        Ok(text) if text.trim_end_matches(['\r', '\n']).is_empty() => {
+            problems.at(file, key, format_args!("{} is empty", path.display()));
+            None
+        }
+        Ok(text) => Some(Secret::new(text.trim_end_matches(['\r', '\n']).to_owned())),
+        Err(error) => {
+            problems.at(file, key, format_args!("cannot read {}: {error}", path.display()));
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_print() {
+        let auth = Auth::Basic { username: "agent".into(), password: Secret::new("hunter2".into()) };
+        let settings = HttpSettings { auth: Some(auth), ..HttpSettings::default() };
+        let printed = format!("{settings:?}");
+        assert!(!printed.contains("hunter2") && printed.contains("<redacted>"), "{printed}");
+    }
+}

@@ -1,0 +1,159 @@
+//! One `[[remote_write]]` table: the receiver, how much goes in one request, the queue's bounds,
+//! and its HTTP settings.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::Url;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::common::problems::{Problems, byte_size, duration};
+use crate::http::config::{HttpSettings, RawBasicAuth, RawHttp, RawTls};
+
+/// One `[[remote_write]]` table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRemoteWrite {
+    /// Names the queue file and the `target` label; default: derived from the URL.
+    name: Option<Spanned<String>>,
+    /// The receiver's write endpoint, e.g. Prometheus's `/api/v1/write`.
+    url: Spanned<String>,
+    /// How long one request may take, connecting included.
+    timeout: Option<Spanned<String>>,
+    /// The most samples in one request.
+    #[serde(default = "default_max_samples_per_send")]
+    max_samples_per_send: Spanned<i64>,
+    /// The queue's bounds.
+    #[serde(default)]
+    queue: RawQueue,
+    /// Extra request headers, e.g. Mimir's `X-Scope-OrgID`.
+    #[serde(default)]
+    headers: std::collections::BTreeMap<Spanned<String>, Spanned<String>>,
+    /// HTTP basic auth.
+    basic_auth: Option<Spanned<RawBasicAuth>>,
+    /// A bearer token, written in the config.
+    bearer_token: Option<Spanned<String>>,
+    /// A file holding the bearer token.
+    bearer_token_file: Option<Spanned<String>>,
+    /// A private CA, a client certificate, or (tests only) no verification.
+    tls: Option<Spanned<RawTls>>,
+    /// A forward proxy; by default HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the environment.
+    proxy_url: Option<Spanned<String>>,
+}
+
+fn default_max_samples_per_send() -> Spanned<i64> {
+    Spanned::new(0..0, 2000)
+}
+
+/// `queue = { max_age = "1h", max_bytes = "256MiB" }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawQueue {
+    /// Samples older than this are dropped unsent (and counted).
+    max_age: Option<Spanned<String>>,
+    /// Beyond this much queued, the oldest samples are dropped (and counted).
+    max_bytes: Option<Spanned<String>>,
+}
+
+/// A checked remote-write target.
+#[derive(Debug, Clone)]
+pub(crate) struct RemoteWriteConfig {
+    pub(crate) name: String,
+    pub(crate) url: Url,
+    pub(crate) timeout: Duration,
+    pub(crate) max_samples_per_send: usize,
+    pub(crate) max_age: Duration,
+    pub(crate) max_bytes: u64,
+    pub(crate) http: HttpSettings,
+}
+
+impl RemoteWriteConfig {
+    /// Where this target's queue lives under `state_dir`.
+    pub(crate) fn queue_path(&self, state_dir: &Path) -> PathBuf {
+        state_dir.join("remote_write").join(format!("{}.sqlite3", self.name))
+    }
+}
+
+impl RawRemoteWrite {
+    /// Checks `remote_write[index]`.
+    pub(crate) fn validate(&self, problems: &mut Problems<'_>, index: usize, base: &Path) -> RemoteWriteConfig {
+        let raw = self;
+        let key = format!("remote_write[{index}]");
+        let url = match Url::parse(raw.url.get_ref()) {
+            Ok(url)
+                if matches!(url.scheme(), "http" | "https")
+                    && url.username().is_empty()
+                    && url.password().is_none() =>
+            {
+                Some(url)
+            }
+            _ => {
+                problems.at(
+                &raw.url,
+                &format!("{key}.url"),
+                format_args!(
+                    "{:?} is not an http(s) URL without credentials, e.g. \"https://mimir.example.org/api/v1/push\"",
+                    raw.url.get_ref()
+                ),
+            );
+                None
+            }
+        };
+        let name = match &raw.name {
+            Some(name) => {
+                let valid = !name.get_ref().is_empty()
+                    && name.get_ref().chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+                if !valid {
+                    problems.at(name, &format!("{key}.name"), "use letters, digits, '_', '-' and '.' only");
+                }
+                name.get_ref().clone()
+            }
+            None => url.as_ref().map(name_from_url).unwrap_or_default(),
+        };
+        let max_samples_per_send = *raw.max_samples_per_send.get_ref();
+        if !(1..=1_000_000).contains(&max_samples_per_send) {
+            problems.at(&raw.max_samples_per_send, &format!("{key}.max_samples_per_send"), "must be from 1 to 1000000");
+        }
+        let max_bytes = match &raw.queue.max_bytes {
+            None => 256 << 20,
+            Some(value) => byte_size(value.get_ref()).unwrap_or_else(|| {
+                problems.at(
+                    value,
+                    &format!("{key}.queue.max_bytes"),
+                    format_args!("{:?} is not a size, e.g. \"256MiB\", \"1GB\"", value.get_ref()),
+                );
+                0
+            }),
+        };
+        RemoteWriteConfig {
+            name,
+            url: url.unwrap_or_else(|| Url::parse("http://invalid.invalid/").expect("a constant URL parses")),
+            timeout: duration(problems, raw.timeout.as_ref(), &format!("{key}.timeout"), "30s"),
+            max_samples_per_send: max_samples_per_send.max(1) as usize,
+            max_age: duration(problems, raw.queue.max_age.as_ref(), &format!("{key}.queue.max_age"), "1h"),
+            max_bytes,
+            http: RawHttp {
+                headers: &raw.headers,
+                basic_auth: raw.basic_auth.as_ref(),
+                bearer_token: raw.bearer_token.as_ref(),
+                bearer_token_file: raw.bearer_token_file.as_ref(),
+                tls: raw.tls.as_ref(),
+                proxy_url: raw.proxy_url.as_ref(),
+            }
+            .validate(problems, &key, base),
+        }
+    }
+}
+
+/// `https://mimir.example.org/api/v1/push` → `mimir.example.org_api_v1_push`.
+fn name_from_url(url: &Url) -> String {
+    let mut raw = url.host_str().unwrap_or("remote").to_owned();
+    if let Some(port) = url.port() {
+        raw.push_str(&format!("_{port}"));
+    }
+    raw.push_str(url.path());
+    let name: String =
+        raw.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '.') { c } else { '_' }).collect();
+    name.trim_matches('_').to_owned()
+}
