@@ -54,3 +54,35 @@ async fn drive_cron(expression: &str, ticks: mpsc::Sender<()>, shutdown: Cancell
     scheduler.shutdown().await.context("stopping the cron scheduler")?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::pin::pin;
+    use std::task::Poll;
+
+    use super::*;
+
+    /// Whether `drive` signals a tick before its first wait, for each kind of schedule.
+    #[tokio::test]
+    async fn a_tick_at_start_comes_only_when_asked_for() {
+        let year_away = Schedule::Cron("0 0 0 1 1 *".to_owned());
+        let hour_away = Schedule::Interval(Duration::from_secs(3600));
+        for schedule in [year_away, hour_away] {
+            for run_on_start in [false, true] {
+                let (ticks, mut received) = mpsc::channel(1);
+                let stop = CancellationToken::new();
+                let mut driving = pin!(drive(schedule.clone(), run_on_start, ticks, stop.clone()));
+                // One poll runs everything up to the schedule's first wait.
+                std::future::poll_fn(|context| {
+                    assert!(driving.as_mut().poll(context).is_pending(), "{schedule}: drive ended early");
+                    Poll::Ready(())
+                })
+                .await;
+                assert_eq!(received.try_recv().is_ok(), run_on_start, "{schedule}, run_on_start = {run_on_start}");
+                stop.cancel();
+                driving.await.unwrap();
+                assert!(received.try_recv().is_err(), "{schedule}: no tick came before the first scheduled time");
+            }
+        }
+    }
+}

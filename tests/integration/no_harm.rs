@@ -18,27 +18,14 @@ fn a_busy_writer_never_fails_while_the_agent_ticks() {
         let port = free_port();
         let config = site.config("1s", &format!("[scrape]\nlisten = \"127.0.0.1:{port}\"\n"));
         let agent = Running::start(&config, port);
-        let ticks = |agent: &Running| {
-            let metrics = parse_exposition_of(agent);
-            crate::peers::value_of(&metrics, "apimetrics_agent_ticks_total", &[("result", "success")]).unwrap_or(0.0)
-        };
-        let before = ticks(&agent);
+        let before = agent.ticks("success");
         let report = write_under_load(&site.database(), 200, Duration::from_secs(5)).unwrap();
-        let after = ticks(&agent);
+        let after = agent.ticks("success");
         assert!(report.failures.is_empty(), "{journal_mode}: writes failed: {:?}", report.failures);
         assert!(report.latencies.len() > 100, "{journal_mode}: only {} writes", report.latencies.len());
         assert!(after - before >= 3.0, "{journal_mode}: the agent ticked {} times meanwhile", after - before);
-        let failed = crate::peers::value_of(
-            &parse_exposition_of(&agent),
-            "apimetrics_agent_ticks_total",
-            &[("result", "failure")],
-        );
-        assert_eq!(failed, Some(0.0), "{journal_mode}: {}", agent.log());
+        assert_eq!(agent.ticks("failure"), 0.0, "{journal_mode}: {}", agent.log());
         let (status, log) = agent.terminate();
         assert_eq!(status.code(), Some(0), "{log}");
     }
-}
-
-fn parse_exposition_of(agent: &Running) -> Vec<crate::peers::Sample> {
-    crate::peers::parse_exposition(&agent.metrics())
 }

@@ -4,6 +4,8 @@
 use std::process::Command;
 use std::time::Duration;
 
+use apimetrics_agent::remote_write::queue::inspect;
+
 use crate::peers::*;
 use crate::support::*;
 
@@ -64,11 +66,10 @@ fn sighup_moves_pushes_to_a_new_target_and_a_bad_config_is_refused() {
     assert!(agent.log().contains("reload refused; running on as before"), "{}", agent.log());
     assert!(agent.log().contains("schedule.interval: \"soon\" is not a duration"), "{}", agent.log());
     // Still ticking and pushing on the last good config.
-    let ticks = |agent: &Running| {
-        value_of(&local(agent), "apimetrics_agent_ticks_total", &[("result", "success"), ("site", "b")])
-    };
-    let before = ticks(&agent).unwrap();
-    wait_for("ticks after the refused reload", DEADLINE, || (ticks(&agent)? > before + 2.0).then_some(()));
+    let before = agent.ticks("success");
+    let page = agent.wait_for_ticks("success", before + 3.0);
+    let on_the_last_good_config = [("result", "success"), ("site", "b")];
+    assert!(value_of(&parse_exposition(&page), "apimetrics_agent_ticks_total", &on_the_last_good_config).is_some());
     let (status, log) = agent.terminate();
     assert_eq!(status.code(), Some(0), "{log}");
 }
@@ -118,11 +119,7 @@ fn a_remote_write_target_that_stays_keeps_its_backlog() {
     let agent = Running::start(&config, port);
     // Nothing reaches the receiver, so the queue on disk only ever grows; a reload that lost it
     // would show as a drop.
-    let queued = || {
-        let queue =
-            rusqlite::Connection::open(site.directory.path().join("state/remote_write/central.sqlite3")).unwrap();
-        queue.query_row("SELECT coalesce(sum(n_samples), 0) FROM batches", [], |row| row.get::<_, i64>(0)).unwrap()
-    };
+    let queued = || inspect(&site.directory.path().join("state/remote_write/central.sqlite3")).unwrap().n_samples;
     let before = wait_for("a backlog", DEADLINE, || Some(queued()).filter(|samples| *samples >= 21));
     site.config("300ms", &target("2s"));
     sighup(&agent);

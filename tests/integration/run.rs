@@ -77,10 +77,7 @@ fn failing_ticks_keep_the_last_snapshot_and_recover() {
 
     let writer = site.connect();
     writer.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    let failing = wait_for("a failed tick", DEADLINE, || {
-        let metrics = agent.metrics();
-        (sample(&metrics, "apimetrics_agent_ticks_total{result=\"failure\"}")? >= 2.0).then_some(metrics)
-    });
+    let failing = agent.wait_for_ticks("failure", 2.0);
     assert_eq!(sample(&failing, series), Some(7.0), "the last good snapshot is still served");
     let (code, body) = http_get(&agent.url("/healthz")).unwrap();
     assert_eq!(code, 503);
@@ -111,9 +108,7 @@ fn a_cron_schedule_ticks_without_a_tick_at_start() {
         ),
     );
     let agent = Running::start(&config, port);
-    wait_for("two cron ticks", DEADLINE, || {
-        (sample(&agent.metrics(), "apimetrics_agent_ticks_total{result=\"success\"}")? >= 2.0).then_some(())
-    });
+    agent.wait_for_ticks("success", 2.0);
     let (status, log) = agent.terminate();
     assert_eq!(status.code(), Some(0), "{log}");
 }

@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use apimetrics_agent::remote_write::queue::inspect;
+
 use crate::peers::*;
 use crate::support::*;
 
@@ -54,31 +56,23 @@ fn a_long_run_against_flapping_targets_stays_flat_and_bounded() {
         std::thread::sleep(Duration::from_millis(500));
     }
     let start = usage(&agent);
-    let ticks = |agent: &Running| {
-        value_of(&parse_exposition(&agent.metrics()), "apimetrics_agent_ticks_total", &[("result", "success")]).unwrap()
-    };
-    let ticks_at_start = ticks(&agent);
+    let ticks_at_start = agent.ticks("success");
 
-    let queue =
-        || rusqlite::Connection::open(site.directory.path().join("state/remote_write/central.sqlite3")).unwrap();
+    let queue = site.directory.path().join("state/remote_write/central.sqlite3");
     let end_of_soak = Instant::now() + Duration::from_secs(120);
     while Instant::now() < end_of_soak {
         site.add_transactions(1, api, 1, &hours_ago(0.0));
-        let (bytes, oldest): (i64, Option<i64>) = queue()
-            .query_row("SELECT coalesce(sum(length(body)), 0), min(timestamp_ms) FROM batches", [], |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })
-            .unwrap();
+        let backlog = inspect(&queue).unwrap();
         // Bounds are applied before every send, so allow one tick's batch on top.
-        assert!(bytes <= 16 * 1024 + 4096, "the queue holds {bytes} bytes");
-        if let Some(oldest) = oldest {
+        assert!(backlog.n_bytes <= 16 * 1024 + 4096, "the queue holds {} bytes", backlog.n_bytes);
+        if let Some(oldest) = backlog.oldest_timestamp_ms {
             let age = chrono::Utc::now().timestamp_millis() - oldest;
             assert!(age <= 20_000 + 5_000, "the oldest queued sample is {age} ms old");
         }
         std::thread::sleep(Duration::from_secs(1));
     }
     let end = usage(&agent);
-    let n_ticks = ticks(&agent) - ticks_at_start;
+    let n_ticks = agent.ticks("success") - ticks_at_start;
     assert!(n_ticks >= 100.0, "only {n_ticks} ticks in 120 s");
     assert!(end.resident_kib <= start.resident_kib + 8 * 1024, "memory grew: {start:?} → {end:?}");
     assert!(end.n_files <= start.n_files + 4, "open files grew: {start:?} → {end:?}");

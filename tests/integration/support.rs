@@ -227,6 +227,25 @@ impl Running {
         body
     }
 
+    /// How many ticks have ended with `result` ("success" or "failure"), as /metrics counts
+    /// them, whatever constant labels they carry.
+    pub(crate) fn ticks(&self, result: &str) -> f64 {
+        let samples = crate::peers::parse_exposition(&self.metrics());
+        crate::peers::value_of(&samples, "apimetrics_agent_ticks_total", &[("result", result)])
+            .expect("/metrics counts the ticks")
+    }
+
+    /// Waits until at least `n` ticks have ended with `result`; returns the /metrics page that
+    /// showed it.
+    pub(crate) fn wait_for_ticks(&self, result: &str, n: f64) -> String {
+        wait_for(&format!("{n} ticks ending in {result}"), Duration::from_secs(30), || {
+            let metrics = self.metrics();
+            let samples = crate::peers::parse_exposition(&metrics);
+            let counted = crate::peers::value_of(&samples, "apimetrics_agent_ticks_total", &[("result", result)])?;
+            (counted >= n).then_some(metrics)
+        })
+    }
+
     /// Everything the agent has logged so far.
     pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap()
