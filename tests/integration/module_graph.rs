@@ -410,6 +410,45 @@ fn the_agent_has_no_import_cycle() {
     );
 }
 
+/// The agent's layers, lowest first, as ARCHITECTURE.md states them: a module may import from its own layer and
+/// those below, never from one above. Every module file must be in one.
+const LAYERS: [&[&str]; 8] = [
+    &["crate::common"],
+    &["crate::source", "crate::populate"],
+    &["crate::snapshot", "crate::exposition"],
+    &["crate::http", "crate::telemetry"],
+    &["crate::pushgateway", "crate::remote_write"],
+    &["crate::config"],
+    &["crate::ticker", "crate::scrape", "crate::status_page", "crate::run"],
+    &["crate::demo", "crate"],
+];
+
+/// The layer of `module`: that of the longest listed prefix it falls under.
+fn layer_of(module: &str) -> Option<usize> {
+    let under = |prefix: &str| module == prefix || module.starts_with(&format!("{prefix}::"));
+    let matches = LAYERS.iter().enumerate().flat_map(|(layer, prefixes)| prefixes.iter().map(move |p| (layer, *p)));
+    matches
+        .filter(|(_, prefix)| *prefix != "crate" && under(prefix))
+        .max_by_key(|(_, prefix)| prefix.len())
+        .map_or((module == "crate").then_some(LAYERS.len() - 1), |(layer, _)| Some(layer))
+}
+
+#[test]
+fn every_import_points_down_the_layers() {
+    let graph = read_module_graph(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/agent"))).unwrap();
+    let unplaced: Vec<&String> = graph.modules.iter().filter(|module| layer_of(module).is_none()).collect();
+    assert!(unplaced.is_empty(), "modules in no layer (add them to LAYERS and to ARCHITECTURE.md): {unplaced:?}");
+    let upward: Vec<String> = graph
+        .edges
+        .iter()
+        .filter(|((from, to), _)| layer_of(to) > layer_of(from))
+        .map(|((from, to), import)| format!("{from} → {to} ({}:{}: {})", import.file, import.line, import.path))
+        .collect();
+    assert!(upward.is_empty(), "imports that point up a layer:\n  {}", upward.join("\n  "));
+    assert_eq!(layer_of("crate::remote_write::queue"), Some(4));
+    assert_eq!(layer_of("crate::sourcery"), None, "a prefix is a whole module name");
+}
+
 /// Plants `files` in a folder `agent/` of its own under the temporary folder, reads it and removes it; returns the
 /// loops found (each as `crate::a → crate::b → crate::a`), their description, and every import (`from → to`).
 fn check_planted(test_name: &str, files: &[(&str, &str)]) -> (Vec<String>, String, Vec<String>) {
