@@ -68,8 +68,8 @@ impl fmt::Display for Schedule {
 /// A configuration that cannot be used; `main` exits with code 2 on it.
 #[derive(Debug)]
 pub struct ConfigError {
-    pub path: PathBuf,
-    pub problems: Vec<String>,
+    pub(crate) path: PathBuf,
+    pub(crate) problems: Vec<String>,
 }
 
 impl fmt::Display for ConfigError {

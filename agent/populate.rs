@@ -16,11 +16,11 @@ use crate::common::django_time::django_timestamp;
 use crate::common::random::SplitMix64;
 
 /// The tables Django's migrations create for the app's models.
-pub const DJANGO_SCHEMA: &str = include_str!("../schema/django.sql");
+pub(crate) const DJANGO_SCHEMA: &str = include_str!("../schema/django.sql");
 /// The covering index the README recommends adding through a migration.
 pub const WINDOW_INDEX: &str = include_str!("../schema/index.sql");
 
-pub const API_NAMES: [&str; 20] = [
+pub(crate) const API_NAMES: [&str; 20] = [
     "Mpesa Express",
     "Mpesa B2C",
     "Mpesa C2B",
@@ -43,7 +43,7 @@ pub const API_NAMES: [&str; 20] = [
     "Remittance Inbound",
 ];
 
-pub const STATUS_NAMES: [&str; 6] = ["Pending", "Processing", "Processed", "Failed", "TimedOut", "Cancelled"];
+pub(crate) const STATUS_NAMES: [&str; 6] = ["Pending", "Processing", "Processed", "Failed", "TimedOut", "Cancelled"];
 
 /// What to put in a sample database.
 #[derive(Debug, Clone)]
@@ -54,7 +54,7 @@ pub struct Population {
     /// Seeds the pseudo-random choices, so a seed always gives the same rows.
     pub seed: u64,
     /// Transactions are created evenly over `span` before `now`.
-    pub span: Duration,
+    pub(crate) span: Duration,
     pub now: DateTime<Utc>,
 }
 
@@ -87,19 +87,7 @@ fn fill(connection: &Connection, population: &Population, show_progress: bool) -
     connection.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -262144;")?;
     connection.execute_batch(DJANGO_SCHEMA)?;
     let transaction = connection.unchecked_transaction()?;
-    for (position, name) in API_NAMES[..population.n_apis].iter().enumerate() {
-        connection.execute(
-            "INSERT INTO apiMetrics_api (name, description, params) VALUES (?1, ?2, ?3)",
-            params![name, format!("{name} payments"), format!("{{\"shortcode\": \"{}\"}}", 174379 + position)],
-        )?;
-    }
-    for name in STATUS_NAMES {
-        connection.execute(
-            "INSERT INTO apiMetrics_transactionstatus (name, description) VALUES (?1, ?2)",
-            params![name, format!("The transaction is {}", name.to_lowercase())],
-        )?;
-    }
-
+    insert_names(connection, population.n_apis)?;
     let progress = if show_progress {
         ProgressBar::with_draw_target(Some(population.n_transactions), ProgressDrawTarget::stderr())
     } else {
@@ -138,6 +126,23 @@ fn fill(connection: &Connection, population: &Population, show_progress: bool) -
     progress.finish_and_clear();
     drop(insert);
     transaction.commit()?;
+    Ok(())
+}
+
+/// The first `n_apis` of `API_NAMES` and every status, as the app's admin would enter them.
+fn insert_names(connection: &Connection, n_apis: usize) -> rusqlite::Result<()> {
+    for (position, name) in API_NAMES[..n_apis].iter().enumerate() {
+        connection.execute(
+            "INSERT INTO apiMetrics_api (name, description, params) VALUES (?1, ?2, ?3)",
+            params![name, format!("{name} payments"), format!("{{\"shortcode\": \"{}\"}}", 174379 + position)],
+        )?;
+    }
+    for name in STATUS_NAMES {
+        connection.execute(
+            "INSERT INTO apiMetrics_transactionstatus (name, description) VALUES (?1, ?2)",
+            params![name, format!("The transaction is {}", name.to_lowercase())],
+        )?;
+    }
     Ok(())
 }
 

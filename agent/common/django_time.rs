@@ -20,7 +20,7 @@ pub fn django_timestamp(instant: DateTime<Utc>, timezone: Tz) -> String {
 /// Whether `text` is a timestamp as Django stores it: `YYYY-MM-DD HH:MM:SS` with an optional
 /// fraction of one to six digits. It runs once per row in the window, so the 19-byte prefix is
 /// checked eight bytes at a time.
-pub fn is_django_timestamp(text: &[u8]) -> bool {
+pub(crate) fn is_django_timestamp(text: &[u8]) -> bool {
     if text.len() < 19 || text.len() == 20 || text.len() > 26 {
         return false;
     }

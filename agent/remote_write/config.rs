@@ -78,44 +78,18 @@ impl RemoteWriteConfig {
 impl RawRemoteWrite {
     /// Checks `remote_write[index]`.
     pub(crate) fn validate(&self, problems: &mut Problems<'_>, index: usize, base: &Path) -> RemoteWriteConfig {
-        let raw = self;
         let key = format!("remote_write[{index}]");
-        let url = match Url::parse(raw.url.get_ref()) {
-            Ok(url)
-                if matches!(url.scheme(), "http" | "https")
-                    && url.username().is_empty()
-                    && url.password().is_none() =>
-            {
-                Some(url)
-            }
-            _ => {
-                problems.at(
-                &raw.url,
-                &format!("{key}.url"),
-                format_args!(
-                    "{:?} is not an http(s) URL without credentials, e.g. \"https://mimir.example.org/api/v1/push\"",
-                    raw.url.get_ref()
-                ),
-            );
-                None
-            }
-        };
-        let name = match &raw.name {
-            Some(name) => {
-                let valid = !name.get_ref().is_empty()
-                    && name.get_ref().chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-                if !valid {
-                    problems.at(name, &format!("{key}.name"), "use letters, digits, '_', '-' and '.' only");
-                }
-                name.get_ref().clone()
-            }
-            None => url.as_ref().map(name_from_url).unwrap_or_default(),
-        };
-        let max_samples_per_send = *raw.max_samples_per_send.get_ref();
+        let url = self.url(problems, &key);
+        let name = self.name(problems, &key, url.as_ref());
+        let max_samples_per_send = *self.max_samples_per_send.get_ref();
         if !(1..=1_000_000).contains(&max_samples_per_send) {
-            problems.at(&raw.max_samples_per_send, &format!("{key}.max_samples_per_send"), "must be from 1 to 1000000");
+            problems.at(
+                &self.max_samples_per_send,
+                &format!("{key}.max_samples_per_send"),
+                "must be from 1 to 1000000",
+            );
         }
-        let max_bytes = match &raw.queue.max_bytes {
+        let max_bytes = match &self.queue.max_bytes {
             None => 256 << 20,
             Some(value) => byte_size(value.get_ref()).unwrap_or_else(|| {
                 problems.at(
@@ -129,20 +103,56 @@ impl RawRemoteWrite {
         RemoteWriteConfig {
             name,
             url: url.unwrap_or_else(|| Url::parse("http://invalid.invalid/").expect("a constant URL parses")),
-            timeout: duration(problems, raw.timeout.as_ref(), &format!("{key}.timeout"), "30s"),
+            timeout: duration(problems, self.timeout.as_ref(), &format!("{key}.timeout"), "30s"),
             max_samples_per_send: max_samples_per_send.max(1) as usize,
-            max_age: duration(problems, raw.queue.max_age.as_ref(), &format!("{key}.queue.max_age"), "1h"),
+            max_age: duration(problems, self.queue.max_age.as_ref(), &format!("{key}.queue.max_age"), "1h"),
             max_bytes,
             http: RawHttp {
-                headers: &raw.headers,
-                basic_auth: raw.basic_auth.as_ref(),
-                bearer_token: raw.bearer_token.as_ref(),
-                bearer_token_file: raw.bearer_token_file.as_ref(),
-                tls: raw.tls.as_ref(),
-                proxy_url: raw.proxy_url.as_ref(),
+                headers: &self.headers,
+                basic_auth: self.basic_auth.as_ref(),
+                bearer_token: self.bearer_token.as_ref(),
+                bearer_token_file: self.bearer_token_file.as_ref(),
+                tls: self.tls.as_ref(),
+                proxy_url: self.proxy_url.as_ref(),
             }
             .validate(problems, &key, base),
         }
+    }
+
+    fn url(&self, problems: &mut Problems<'_>, key: &str) -> Option<Url> {
+        match Url::parse(self.url.get_ref()) {
+            Ok(url)
+                if matches!(url.scheme(), "http" | "https")
+                    && url.username().is_empty()
+                    && url.password().is_none() =>
+            {
+                Some(url)
+            }
+            _ => {
+                problems.at(
+                    &self.url,
+                    &format!("{key}.url"),
+                    format_args!(
+                        "{:?} is not an http(s) URL without credentials, e.g. \"https://mimir.example.org/api/v1/push\"",
+                        self.url.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// The name given, or one derived from the URL.
+    fn name(&self, problems: &mut Problems<'_>, key: &str, url: Option<&Url>) -> String {
+        let Some(name) = &self.name else {
+            return url.map(name_from_url).unwrap_or_default();
+        };
+        let valid = !name.get_ref().is_empty()
+            && name.get_ref().chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !valid {
+            problems.at(name, &format!("{key}.name"), "use letters, digits, '_', '-' and '.' only");
+        }
+        name.get_ref().clone()
     }
 }
 

@@ -16,10 +16,10 @@ use crate::telemetry::Backlog;
 
 /// A stored batch: whole ticks' series (or a part of one too large for one request).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Batch {
-    pub id: i64,
-    pub n_samples: u64,
-    pub series: Vec<TimeSeries>,
+pub(crate) struct Batch {
+    pub(crate) id: i64,
+    pub(crate) n_samples: u64,
+    pub(crate) series: Vec<TimeSeries>,
 }
 
 /// What the bounds dropped, in samples.
@@ -106,7 +106,7 @@ impl Queue {
 
     /// The oldest batches, together holding at most `max_samples` samples (always at least
     /// one batch when any waits), and at most `max_batches` of them.
-    pub fn oldest(&self, max_samples: u64, max_batches: usize) -> anyhow::Result<Vec<Batch>> {
+    pub(crate) fn oldest(&self, max_samples: u64, max_batches: usize) -> anyhow::Result<Vec<Batch>> {
         let connection = self.lock();
         let mut statement =
             connection.prepare_cached("SELECT id, n_samples, body FROM batches ORDER BY id LIMIT ?1")?;
@@ -168,7 +168,7 @@ impl Queue {
     }
 
     /// What waits to be sent.
-    pub fn backlog(&self) -> anyhow::Result<Backlog> {
+    pub(crate) fn backlog(&self) -> anyhow::Result<Backlog> {
         Ok(backlog(&self.lock())?)
     }
 

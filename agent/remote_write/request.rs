@@ -19,7 +19,7 @@ use proto::{Label, Sample, TimeSeries};
 pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
 
 /// A series' labels, sorted by name, as they go on the wire.
-pub type LabelSet = Vec<Label>;
+pub(crate) type LabelSet = Vec<Label>;
 
 /// The labels of one series: `__name__`, the series' own, the constant ones; sorted by name,
 /// with empty values left out (an empty label is no label to Prometheus).

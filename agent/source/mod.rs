@@ -34,12 +34,12 @@ pub struct RawCounts {
 
 /// One tick's read of the window ending at a given instant.
 #[derive(Debug)]
-pub struct WindowRead {
-    pub counts: RawCounts,
+pub(crate) struct WindowRead {
+    pub(crate) counts: RawCounts,
     /// Transactions modified at or after this instant were counted.
-    pub window_start: DateTime<Utc>,
+    pub(crate) window_start: DateTime<Utc>,
     /// How long opening and reading took.
-    pub duration: Duration,
+    pub(crate) duration: Duration,
 }
 
 /// The columns the agent reads, by table; anything else in the tables is ignored.
@@ -187,7 +187,7 @@ fn read_names(connection: &Connection, table: &str) -> rusqlite::Result<Vec<(i64
 }
 
 /// One tick's read: open, then count the window ending at `now`. Blocking; call it off the runtime.
-pub fn read_window(source: &SourceConfig, now: DateTime<Utc>) -> anyhow::Result<WindowRead> {
+pub(crate) fn read_window(source: &SourceConfig, now: DateTime<Utc>) -> anyhow::Result<WindowRead> {
     let started = Instant::now();
     let connection = open(source)?;
     let window_start = now - source.window;
