@@ -329,6 +329,12 @@ fn report_tick(snapshot: &Snapshot) {
             "skipped rows whose time_modified is not a Django timestamp (YYYY-MM-DD HH:MM:SS[.ffffff])"
         );
     }
+    if snapshot.n_rows_in_future > 0 {
+        warn!(
+            n_rows = snapshot.n_rows_in_future,
+            "counted rows whose time_modified is more than a minute ahead of this machine's clock: is a clock wrong?"
+        );
+    }
     if snapshot.n_rows_orphaned > 0 {
         warn!(n_rows = snapshot.n_rows_orphaned, "skipped rows whose api_id or status_id names no row");
     }

@@ -32,6 +32,8 @@ pub struct Snapshot {
     pub n_rows_in_window: u64,
     /// Rows skipped because `time_modified` does not parse.
     pub n_rows_bad_timestamp: u64,
+    /// Rows counted whose time_modified lies more than a minute past the agent's clock.
+    pub n_rows_in_future: u64,
     /// Rows skipped because their api_id or status_id names no row (the app's JOIN drops them too).
     pub n_rows_orphaned: u64,
     /// How long reading the database took.
@@ -85,6 +87,7 @@ impl Snapshot {
             n_rows_in_window: series.iter().map(|series| series.count).sum(),
             series,
             n_rows_bad_timestamp: raw.n_rows_bad_timestamp,
+            n_rows_in_future: raw.n_rows_in_future,
             n_rows_orphaned,
             query_duration,
         }
@@ -101,6 +104,7 @@ mod tests {
             statuses: vec![(10, "Pending".into()), (11, "Failed".into())],
             by_ids: counts.iter().copied().collect(),
             n_rows_bad_timestamp: 0,
+            n_rows_in_future: 0,
         }
     }
 

@@ -113,6 +113,12 @@ fn write_snapshot_health(exposition: &mut Exposition, snapshot: &Snapshot) {
     exposition.family("apimetrics_agent_rows_in_window", "Transactions counted in the aggregate.", "gauge");
     exposition.sample("apimetrics_agent_rows_in_window", &[], snapshot.n_rows_in_window);
     exposition.family(
+        "apimetrics_agent_rows_in_future",
+        "Transactions counted whose time_modified is more than a minute ahead of the agent's clock.",
+        "gauge",
+    );
+    exposition.sample("apimetrics_agent_rows_in_future", &[], snapshot.n_rows_in_future);
+    exposition.family(
         "apimetrics_agent_rows_skipped",
         "Rows in the window left out of the aggregate, by reason.",
         "gauge",
@@ -154,6 +160,7 @@ mod tests {
             ],
             n_rows_in_window: 3,
             n_rows_bad_timestamp: 0,
+            n_rows_in_future: 0,
             n_rows_orphaned: 0,
             query_duration: Duration::ZERO,
         };

@@ -17,6 +17,8 @@ pub struct SourceConfig {
     pub window: Duration,
     pub timezone: Tz,
     pub busy_timeout: Duration,
+    /// The most rows one read transaction takes; a tick makes as many reads as the window needs.
+    pub rows_per_read: u64,
     pub tables: Tables,
 }
 
@@ -38,6 +40,11 @@ impl Default for Tables {
     }
 }
 
+/// Rows per read transaction unless `rows_per_read` says otherwise: chosen by the writer
+/// benchmark (README, "The app's writes").
+const DEFAULT_ROWS_PER_READ: u64 = 10_000;
+const ROWS_PER_READ_RANGE: std::ops::RangeInclusive<i64> = 100..=10_000_000;
+
 /// `[source]` as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,6 +57,8 @@ pub(crate) struct RawSource {
     timezone: Option<Spanned<String>>,
     /// How long a read waits for the app's write lock before the tick fails.
     busy_timeout: Option<Spanned<String>>,
+    /// The most rows one read transaction takes: the longest an app write waits on the agent.
+    rows_per_read: Option<Spanned<i64>>,
     /// The API model's table.
     #[serde(default = "default_api_table")]
     api_table: String,
@@ -107,8 +116,26 @@ impl RawSource {
                 Tz::UTC
             }),
         };
+        let rows_per_read = match &self.rows_per_read {
+            None => DEFAULT_ROWS_PER_READ,
+            Some(value) if (ROWS_PER_READ_RANGE).contains(value.get_ref()) => *value.get_ref() as u64,
+            Some(value) => {
+                problems.at(
+                    value,
+                    "source.rows_per_read",
+                    format_args!(
+                        "{} is out of range: from {} to {} (default {DEFAULT_ROWS_PER_READ})",
+                        value.get_ref(),
+                        ROWS_PER_READ_RANGE.start(),
+                        ROWS_PER_READ_RANGE.end()
+                    ),
+                );
+                DEFAULT_ROWS_PER_READ
+            }
+        };
         SourceConfig {
             database,
+            rows_per_read,
             window: duration(problems, self.window.as_ref(), "source.window", "24h"),
             timezone,
             busy_timeout: duration(problems, self.busy_timeout.as_ref(), "source.busy_timeout", "5s"),

@@ -5,6 +5,7 @@
 //! for the app's write lock no longer than `busy_timeout`, and lives only for one tick.
 
 pub mod config;
+mod read;
 mod window_count;
 
 use std::path::Path;
@@ -12,25 +13,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use chrono::{DateTime, Utc};
-use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
-use rustc_hash::FxHashMap;
 
 use self::config::{SourceConfig, Tables};
+pub use self::read::{RawCounts, WindowBounds, read_counts};
+use self::read::{ReadMethod, TimeIndex, chosen_method, quoted, read_queries, time_indexes};
 use crate::common::django_time::django_timestamp;
 
-/// What one read of the database found, keyed by row ids as stored.
-#[derive(Debug, Default, Clone)]
-pub struct RawCounts {
-    /// `(id, name)` of every row of the API table.
-    pub apis: Vec<(i64, String)>,
-    /// `(id, name)` of every row of the status table.
-    pub statuses: Vec<(i64, String)>,
-    /// Transactions in the window by `(api_id, status_id)`.
-    pub by_ids: FxHashMap<(i64, i64), u64>,
-    /// Rows in the window whose `time_modified` is not a Django timestamp; not counted.
-    pub n_rows_bad_timestamp: u64,
-}
+/// Rows dated this far past the agent's clock are counted as in the future: an app server's
+/// clock runs ahead (rows written during the tick are not).
+const FUTURE_AFTER: Duration = Duration::from_secs(60);
 
 /// One tick's read of the window ending at a given instant.
 #[derive(Debug)]
@@ -146,53 +138,16 @@ fn table_name<'a>(tables: &'a Tables, role: &str) -> &'a str {
     }
 }
 
-/// SQLite's identifier quoting.
-fn quoted(identifier: &str) -> String {
-    format!("\"{}\"", identifier.replace('"', "\"\""))
-}
-
-/// The query a tick runs: the window's rows by the cheapest access path, each counted by
-/// `window_count`'s function as SQLite reads it.
-pub(crate) fn window_query(tables: &Tables) -> String {
-    format!(
-        "SELECT {}(api_id, status_id, time_modified) FROM {} WHERE time_modified >= ?1",
-        window_count::FUNCTION_NAME.to_str().expect("the name is ASCII"),
-        quoted(&tables.transaction)
-    )
-}
-
-/// Reads the API and status names and counts the window's transactions, in one read transaction.
-pub fn read_counts(connection: &Connection, tables: &Tables, window_start: &str) -> rusqlite::Result<RawCounts> {
-    let transaction = connection.unchecked_transaction()?;
-    let apis = read_names(connection, &tables.api)?;
-    let statuses = read_names(connection, &tables.status)?;
-    let counts = window_count::count_window(connection, &window_query(tables), window_start)?;
-    transaction.finish()?;
-    let n_rows_bad_timestamp = counts.n_rows_bad_timestamp;
-    Ok(RawCounts { apis, statuses, by_ids: counts.into_by_ids(), n_rows_bad_timestamp })
-}
-
-fn read_names(connection: &Connection, table: &str) -> rusqlite::Result<Vec<(i64, String)>> {
-    let mut statement = connection.prepare(&format!("SELECT id, name FROM {}", quoted(table)))?;
-    let rows = statement.query_map([], |row| {
-        let name = match row.get_ref(1)? {
-            ValueRef::Text(text) | ValueRef::Blob(text) => String::from_utf8_lossy(text).into_owned(),
-            ValueRef::Null => String::new(),
-            ValueRef::Integer(number) => number.to_string(),
-            ValueRef::Real(number) => number.to_string(),
-        };
-        Ok((row.get::<_, i64>(0)?, name))
-    })?;
-    rows.collect()
-}
-
 /// One tick's read: open, then count the window ending at `now`. Blocking; call it off the runtime.
 pub(crate) fn read_window(source: &SourceConfig, now: DateTime<Utc>) -> anyhow::Result<WindowRead> {
     let started = Instant::now();
     let connection = open(source)?;
     let window_start = now - source.window;
-    let bound = django_timestamp(window_start, source.timezone);
-    let counts = read_counts(&connection, &source.tables, &bound)
+    let bounds = WindowBounds {
+        start: django_timestamp(window_start, source.timezone),
+        future_from: django_timestamp(now + FUTURE_AFTER, source.timezone),
+    };
+    let counts = read_counts(&connection, &source.tables, &bounds, source.rows_per_read)
         .map_err(|error| describe(error, source))
         .with_context(|| format!("reading {} (source.database)", source.database.display()))?;
     Ok(WindowRead { counts, window_start, duration: started.elapsed() })
@@ -201,43 +156,32 @@ pub(crate) fn read_window(source: &SourceConfig, now: DateTime<Utc>) -> anyhow::
 /// What `check` reports about how the window will be read.
 #[derive(Debug)]
 pub(crate) struct QueryPlan {
-    /// SQLite's `EXPLAIN QUERY PLAN` lines for the window query.
-    pub(crate) steps: Vec<String>,
+    pub(crate) method: ReadMethod,
+    /// Each read's query with SQLite's `EXPLAIN QUERY PLAN` lines for it.
+    pub(crate) reads: Vec<(String, Vec<String>)>,
     /// Indexes on the transaction table whose first column is `time_modified`.
     pub(crate) time_indexes: Vec<TimeIndex>,
     pub(crate) n_transactions: i64,
 }
 
-/// An index that leads with `time_modified`.
-#[derive(Debug)]
-pub(crate) struct TimeIndex {
-    pub(crate) name: String,
-    /// Whether it also holds `api_id` and `status_id`, so the rows need not be visited.
-    pub(crate) covers_window: bool,
-}
-
 pub(crate) fn explain(connection: &Connection, tables: &Tables) -> anyhow::Result<QueryPlan> {
-    let sql = format!("EXPLAIN QUERY PLAN {}", window_query(tables));
-    let (steps, _) = window_count::with_function(connection, || {
-        let mut statement = connection.prepare(&sql)?;
-        statement.query_map(["9999"], |row| row.get::<_, String>(3))?.collect::<Result<Vec<_>, _>>()
-    })?;
-    let mut time_indexes = Vec::new();
-    let mut list = connection.prepare("SELECT name FROM pragma_index_list(?1)")?;
-    let index_names: Vec<String> =
-        list.query_map([&tables.transaction], |row| row.get(0))?.collect::<Result<_, _>>()?;
-    for index in index_names {
-        let mut info = connection.prepare("SELECT name FROM pragma_index_info(?1) ORDER BY seqno")?;
-        let columns: Vec<Option<String>> = info.query_map([&index], |row| row.get(0))?.collect::<Result<_, _>>()?;
-        if columns.first().and_then(|column| column.as_deref()) == Some("time_modified") {
-            let covers_window =
-                ["api_id", "status_id"].iter().all(|needed| columns.iter().flatten().any(|c| c == needed));
-            time_indexes.push(TimeIndex { name: index, covers_window });
-        }
+    let method = chosen_method(connection, tables)?;
+    let counter = window_count::Counter::register(connection, "", None)?;
+    let mut reads = Vec::new();
+    for query in read_queries(tables, method) {
+        let mut statement = connection.prepare(&format!("EXPLAIN QUERY PLAN {query}"))?;
+        let n_parameters = statement.parameter_count();
+        let values = ["9999"; 3];
+        let steps = statement
+            .query_map(rusqlite::params_from_iter(&values[..n_parameters]), |row| row.get::<_, String>(3))?
+            .collect::<Result<Vec<_>, _>>()?;
+        reads.push((query, steps));
     }
+    drop(counter);
+    let time_indexes = time_indexes(connection, &tables.transaction)?;
     let n_transactions =
         connection.query_row(&format!("SELECT count(*) FROM {}", quoted(&tables.transaction)), [], |row| row.get(0))?;
-    Ok(QueryPlan { steps, time_indexes, n_transactions })
+    Ok(QueryPlan { method, reads, time_indexes, n_transactions })
 }
 
 /// `check`'s report: the database opened, its size, how the window will be read, and a warning
@@ -250,14 +194,21 @@ pub fn check(source: &SourceConfig) -> anyhow::Result<String> {
             Err(error) => error,
         })
         .with_context(|| format!("explaining the query on {}", source.database.display()))?;
+    let method = match plan.method {
+        ReadMethod::ByTime => "by time_modified, through the index",
+        ReadMethod::ById => "by id, the whole table",
+    };
     let mut report = format!(
-        "database {} opened read-only: {} transactions\nwindow query: {}\nplan:\n",
+        "database {} opened read-only: {} transactions\nreads: {} rows at most each (source.rows_per_read), {method}\n",
         source.database.display(),
         plan.n_transactions,
-        window_query(&source.tables)
+        source.rows_per_read
     );
-    for step in &plan.steps {
-        report.push_str(&format!("  {step}\n"));
+    for (query, steps) in &plan.reads {
+        report.push_str(&format!("read query: {query}\nplan:\n"));
+        for step in steps {
+            report.push_str(&format!("  {step}\n"));
+        }
     }
     let best = plan.time_indexes.iter().find(|index| index.covers_window).or(plan.time_indexes.first());
     match best.map(|index| (&index.name, index.covers_window)) {

@@ -2,6 +2,7 @@
 //! as SQLite reads it, so no row crosses back to Rust through a result set and nothing is
 //! sorted. It runs five million times a tick on a large site, so it is written against SQLite's
 //! C API: rusqlite's safe aggregate wrapper cost about a tenth of the tick (README, benchmark).
+//! One `Counter` gathers the counts of many short reads, each its own statement.
 
 use std::ffi::{CStr, c_int};
 use std::slice;
@@ -11,10 +12,10 @@ use rustc_hash::FxHashMap;
 
 use crate::common::django_time::is_django_timestamp;
 
-/// The SQL name of the counting function; its arguments are `(api_id, status_id, time_modified)`.
+/// The SQL name of the counting function; its arguments are `(id, api_id, status_id, time_modified)`.
 pub(crate) const FUNCTION_NAME: &CStr = c"apimetrics_count_window";
 
-/// What the function counted over one query.
+/// What the function counted over every read of one tick.
 #[derive(Debug)]
 pub(crate) struct WindowCounts {
     /// Counts for ids in `0..DENSE_IDS`, the usual case, at `api_id * DENSE_IDS + status_id`.
@@ -23,6 +24,39 @@ pub(crate) struct WindowCounts {
     sparse: FxHashMap<(i64, i64), u64>,
     /// Rows whose `time_modified` is not a Django timestamp; not counted in any pair.
     pub(crate) n_rows_bad_timestamp: u64,
+    /// Rows counted whose `time_modified` is at or after `future_from`: still counted, as Django
+    /// counts them, but a sign that the app's clock runs ahead.
+    pub(crate) n_rows_in_future: u64,
+    /// Where "the future" starts, as Django's timestamp text.
+    future_from: Vec<u8>,
+    /// The ids handed over so far, for reads that may meet a row twice; `None` when they cannot.
+    seen: Option<SeenIds>,
+    /// What the statement under way handed over: how many rows, and the last `time_modified`.
+    n_rows_this_read: u64,
+    last_time_modified: Vec<u8>,
+}
+
+/// A set of row ids up to the largest at the tick's start, one bit each. A row the app inserts
+/// during the tick has a larger id and is left to the next tick.
+#[derive(Debug)]
+struct SeenIds {
+    words: Vec<u64>,
+}
+
+impl SeenIds {
+    fn new(max_id: i64) -> SeenIds {
+        SeenIds { words: vec![0; (max_id.max(0) as usize) / 64 + 1] }
+    }
+
+    /// Adds `id`; false when it was there already or lies outside the set.
+    fn insert(&mut self, id: i64) -> bool {
+        let Ok(id) = usize::try_from(id) else { return false };
+        let Some(word) = self.words.get_mut(id / 64) else { return false };
+        let bit = 1u64 << (id % 64);
+        let new = *word & bit == 0;
+        *word |= bit;
+        new
+    }
 }
 
 /// Ids below this are counted in a flat array (32 KiB) rather than a hash map.
@@ -31,17 +65,20 @@ const DENSE_IDS: i64 = 64;
 /// Stands for an id that is not an integer: it names no row, so the pair counts as orphaned.
 const NOT_AN_ID: i64 = i64::MIN;
 
-impl Default for WindowCounts {
-    fn default() -> Self {
+impl WindowCounts {
+    fn new(future_from: &str, seen_up_to: Option<i64>) -> WindowCounts {
         WindowCounts {
             dense: vec![0; (DENSE_IDS * DENSE_IDS) as usize],
             sparse: FxHashMap::default(),
             n_rows_bad_timestamp: 0,
+            n_rows_in_future: 0,
+            future_from: future_from.as_bytes().to_vec(),
+            seen: seen_up_to.map(SeenIds::new),
+            n_rows_this_read: 0,
+            last_time_modified: Vec::new(),
         }
     }
-}
 
-impl WindowCounts {
     fn add(&mut self, api_id: i64, status_id: i64) {
         if (0..DENSE_IDS).contains(&api_id) && (0..DENSE_IDS).contains(&status_id) {
             self.dense[(api_id * DENSE_IDS + status_id) as usize] += 1;
@@ -60,24 +97,73 @@ impl WindowCounts {
     }
 }
 
-/// Runs `sql`, which calls `FUNCTION_NAME(api_id, status_id, time_modified)` as an aggregate,
-/// with `bound` as `?1`, and returns what the function counted.
-pub(crate) fn count_window(connection: &Connection, sql: &str, bound: &str) -> rusqlite::Result<WindowCounts> {
-    with_function(connection, || connection.query_row(sql, [bound], |_| Ok(()))).map(|((), counts)| counts)
+/// What one read handed the function.
+#[derive(Debug)]
+pub(crate) struct ReadProgress {
+    pub(crate) n_rows: u64,
+    /// The last row's `time_modified` as text; in an ordered read, the largest.
+    pub(crate) last_time_modified: Option<String>,
 }
 
-/// Runs `work` while the function is registered on `connection`, and returns what it counted.
-pub(crate) fn with_function<T>(
-    connection: &Connection,
-    work: impl FnOnce() -> rusqlite::Result<T>,
-) -> rusqlite::Result<(T, WindowCounts)> {
-    let counts = Box::into_raw(Box::<WindowCounts>::default());
-    let outcome = register(connection, Some(counts)).and_then(|()| work());
-    // On failure the function could still reach `counts`: leaking it is the only safe choice.
-    register(connection, None)?;
-    // SAFETY: no function holds the pointer any more, so this is again its only owner.
-    let counts = unsafe { Box::from_raw(counts) };
-    outcome.map(|result| (result, *counts))
+/// The counting function registered on a connection over one tick's `WindowCounts`, for as many
+/// reads as the tick makes. Dropping it unregisters the function.
+pub(crate) struct Counter<'c> {
+    connection: &'c Connection,
+    counts: *mut WindowCounts,
+}
+
+impl<'c> Counter<'c> {
+    /// Registers the function. Rows dated at or after `future_from` are counted as in the
+    /// future too; with `seen_up_to`, each row id up to it is counted at most once over all the
+    /// reads and larger ids not at all.
+    pub(crate) fn register(
+        connection: &'c Connection,
+        future_from: &str,
+        seen_up_to: Option<i64>,
+    ) -> rusqlite::Result<Counter<'c>> {
+        let counts = Box::into_raw(Box::new(WindowCounts::new(future_from, seen_up_to)));
+        let counter = Counter { connection, counts };
+        register(connection, Some(counts))?;
+        Ok(counter)
+    }
+
+    /// Runs one read: `statement`, which calls the function as an aggregate, with `params`.
+    pub(crate) fn read(
+        &mut self,
+        statement: &mut rusqlite::Statement<'_>,
+        params: impl rusqlite::Params,
+    ) -> rusqlite::Result<ReadProgress> {
+        statement.query_row(params, |_| Ok(()))?;
+        // SAFETY: no statement runs now, so nothing else touches the counts.
+        let counts = unsafe { &mut *self.counts };
+        let last = (!counts.last_time_modified.is_empty())
+            .then(|| String::from_utf8_lossy(&counts.last_time_modified).into_owned());
+        let progress = ReadProgress { n_rows: counts.n_rows_this_read, last_time_modified: last };
+        counts.n_rows_this_read = 0;
+        counts.last_time_modified.clear();
+        Ok(progress)
+    }
+
+    /// The counts of every read.
+    pub(crate) fn finish(self) -> rusqlite::Result<WindowCounts> {
+        register(self.connection, None)?;
+        // SAFETY: the function is gone, so this is again the pointer's only owner; forgetting
+        // `self` keeps `Drop` from touching it again.
+        let counts = unsafe { Box::from_raw(self.counts) };
+        std::mem::forget(self);
+        Ok(*counts)
+    }
+}
+
+impl Drop for Counter<'_> {
+    fn drop(&mut self) {
+        // If the function cannot be removed, it could still reach the counts: leaking them is the
+        // only safe choice.
+        if register(self.connection, None).is_ok() {
+            // SAFETY: the function is gone, so this is the pointer's only owner.
+            drop(unsafe { Box::from_raw(self.counts) });
+        }
+    }
 }
 
 /// Registers the function over `counts`, or with `None` removes it (SQLite deletes a function
@@ -88,12 +174,12 @@ fn register(connection: &Connection, counts: Option<*mut WindowCounts>) -> rusql
         None => (std::ptr::null_mut(), None, None),
     };
     // SAFETY: the handle is live for the call; the name is NUL-terminated; `user_data` outlives
-    // the registration (`count_window` frees it only after removing the function).
+    // the registration (a `Counter` frees it only after removing the function).
     let code = unsafe {
         ffi::sqlite3_create_function_v2(
             connection.handle(),
             FUNCTION_NAME.as_ptr(),
-            3,
+            4,
             ffi::SQLITE_UTF8 | ffi::SQLITE_DETERMINISTIC | ffi::SQLITE_DIRECTONLY,
             user_data,
             None,
@@ -114,15 +200,32 @@ unsafe extern "C" fn step(context: *mut ffi::sqlite3_context, n_args: c_int, arg
     let (counts, args) = unsafe {
         (&mut *ffi::sqlite3_user_data(context).cast::<WindowCounts>(), slice::from_raw_parts(args, n_args as usize))
     };
-    let &[api_id, status_id, time_modified] = args else { return };
-    // Only text and blobs compare >= a text bound, so time_modified is one of those here.
-    // SAFETY: the value is valid for this call; text is read before its length, as SQLite asks.
-    let timestamp_ok = unsafe {
+    let &[id, api_id, status_id, time_modified] = args else { return };
+    counts.n_rows_this_read += 1;
+    // SAFETY: the value is valid for this call; text is read before its length, as SQLite asks
+    // (a number is turned into its text, which is never a Django timestamp).
+    let text = unsafe {
         let text = ffi::sqlite3_value_text(time_modified);
-        !text.is_null()
-            && is_django_timestamp(slice::from_raw_parts(text, ffi::sqlite3_value_bytes(time_modified) as usize))
+        if text.is_null() {
+            &[][..]
+        } else {
+            slice::from_raw_parts(text, ffi::sqlite3_value_bytes(time_modified) as usize)
+        }
     };
-    if timestamp_ok {
+    if counts.seen.is_some() {
+        counts.last_time_modified.clear();
+        counts.last_time_modified.extend_from_slice(text);
+    }
+    // SAFETY: the value is valid for this call.
+    if let Some(seen) = &mut counts.seen
+        && !seen.insert(unsafe { integer(id) })
+    {
+        return;
+    }
+    if is_django_timestamp(text) {
+        if text >= counts.future_from.as_slice() {
+            counts.n_rows_in_future += 1;
+        }
         // SAFETY: both values are valid for this call.
         unsafe { counts.add(integer(api_id), integer(status_id)) }
     } else {

@@ -11,6 +11,7 @@ mod reload;
 mod remote_write;
 mod run;
 mod service;
+mod short_reads;
 mod soak;
 mod source;
 mod status_page;

@@ -1,0 +1,254 @@
+//! Counting the window in short reads, each its own read transaction, so that an app write never
+//! waits on the agent for longer than one of them, whatever the table's size.
+//!
+//! Two ways, chosen per tick:
+//! - **By time** (an index leads with `time_modified`): the window in `time_modified` order,
+//!   `rows_per_read` rows a read, each read starting where the last one ended. A row the app
+//!   modifies during the tick moves forward and may be met again: the ids already counted are
+//!   kept (one bit per id up to the largest at the tick's start), so it counts once, in the state
+//!   the first read saw. A row that moves from ahead of the reads to behind them (an app clock
+//!   that went back) is left to the next tick.
+//! - **By id** (no such index, or ids too sparse to keep a bit each): `rows_per_read` ids a
+//!   read, in id order. Ids do not move, so each row is read once, in the state it had when its
+//!   read came.
+//!
+//! Either way, a row that did not change during the tick is counted exactly once; a row that
+//! did is counted at most once, in a state it really had; rows the app inserts during the tick
+//! (ids above the largest at its start) are left to the next tick.
+
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, params};
+use rustc_hash::FxHashMap;
+
+use super::config::Tables;
+use super::window_count::{Counter, FUNCTION_NAME};
+
+/// What one tick's reads found, keyed by row ids as stored.
+#[derive(Debug, Default, Clone)]
+pub struct RawCounts {
+    /// `(id, name)` of every row of the API table.
+    pub apis: Vec<(i64, String)>,
+    /// `(id, name)` of every row of the status table.
+    pub statuses: Vec<(i64, String)>,
+    /// Transactions in the window by `(api_id, status_id)`.
+    pub by_ids: FxHashMap<(i64, i64), u64>,
+    /// Rows whose `time_modified` is not a Django timestamp and which Django's query cannot
+    /// place (a number, text sorting before any year, or malformed text at or after the
+    /// window's start); not counted.
+    pub n_rows_bad_timestamp: u64,
+    /// Rows counted whose `time_modified` lies in the future.
+    pub n_rows_in_future: u64,
+}
+
+/// The instants a tick reads by, as Django's timestamp text in the app's time zone.
+#[derive(Debug, Clone)]
+pub struct WindowBounds {
+    /// Rows modified at or after this are in the window.
+    pub start: String,
+    /// Rows modified at or after this are counted as in the future too.
+    pub future_from: String,
+}
+
+/// Above this many ids, a read by time would need too large a set of ids seen (32 MiB): read by id.
+const MAX_IDS_SEEN: i64 = 1 << 28;
+
+/// Text below this sorts before every year, so Django's query never counts it; numbers sort
+/// before all text. (Not "0": the column's numeric affinity would make that the number 0.)
+const BEFORE_ANY_YEAR: &str = "0-";
+
+/// How a tick reads the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadMethod {
+    ByTime,
+    ById,
+}
+
+/// The ids in the table when the tick starts.
+#[derive(Debug, Clone, Copy)]
+struct IdRange {
+    min: i64,
+    max: i64,
+}
+
+/// Reads the names and counts the window, `rows_per_read` rows at most per read transaction.
+pub fn read_counts(
+    connection: &Connection,
+    tables: &Tables,
+    bounds: &WindowBounds,
+    rows_per_read: u64,
+) -> rusqlite::Result<RawCounts> {
+    let table = quoted(&tables.transaction);
+    // One short read for what every later read is measured against.
+    let transaction = connection.unchecked_transaction()?;
+    let apis = read_names(connection, &tables.api)?;
+    let statuses = read_names(connection, &tables.status)?;
+    let ids: Option<IdRange> = connection.query_row(&format!("SELECT min(id), max(id) FROM {table}"), [], |row| {
+        Ok(row.get::<_, Option<i64>>(0)?.zip(row.get::<_, Option<i64>>(1)?).map(|(min, max)| IdRange { min, max }))
+    })?;
+    let method = read_method(connection, tables, ids)?;
+    transaction.finish()?;
+
+    let Some(ids) = ids else {
+        return Ok(RawCounts { apis, statuses, ..RawCounts::default() });
+    };
+    let rows_per_read = rows_per_read.clamp(1, i64::MAX as u64) as i64;
+    let seen_up_to = (method == ReadMethod::ByTime).then_some(ids.max);
+    let mut counter = Counter::register(connection, &bounds.future_from, seen_up_to)?;
+    match method {
+        ReadMethod::ByTime => read_by_time(connection, &mut counter, &table, bounds, rows_per_read)?,
+        ReadMethod::ById => read_by_id(connection, &mut counter, &table, bounds, ids, rows_per_read)?,
+    }
+    let counts = counter.finish()?;
+    Ok(RawCounts {
+        apis,
+        statuses,
+        n_rows_bad_timestamp: counts.n_rows_bad_timestamp,
+        n_rows_in_future: counts.n_rows_in_future,
+        by_ids: counts.into_by_ids(),
+    })
+}
+
+/// How a tick would read the window now.
+pub(crate) fn chosen_method(connection: &Connection, tables: &Tables) -> rusqlite::Result<ReadMethod> {
+    let ids = connection.query_row(&format!("SELECT max(id) FROM {}", quoted(&tables.transaction)), [], |row| {
+        Ok(row.get::<_, Option<i64>>(0)?.map(|max| IdRange { min: max, max }))
+    })?;
+    read_method(connection, tables, ids)
+}
+
+/// By time where an index leads with `time_modified` and the ids fit the set of ids seen.
+fn read_method(connection: &Connection, tables: &Tables, ids: Option<IdRange>) -> rusqlite::Result<ReadMethod> {
+    let fits = ids.is_none_or(|ids| ids.max < MAX_IDS_SEEN);
+    let indexed = !time_indexes(connection, &tables.transaction)?.is_empty();
+    Ok(if indexed && fits { ReadMethod::ByTime } else { ReadMethod::ById })
+}
+
+/// The queries a tick runs for `method`, for `check` to explain: each read's, with `?` for the
+/// values bound.
+pub(crate) fn read_queries(tables: &Tables, method: ReadMethod) -> Vec<String> {
+    let table = quoted(&tables.transaction);
+    match method {
+        ReadMethod::ByTime => vec![before_any_year_query(&table), time_chunk_query(&table, ">=")],
+        ReadMethod::ById => vec![id_chunk_query(&table)],
+    }
+}
+
+fn counted_columns() -> String {
+    format!("{}(id, api_id, status_id, time_modified)", FUNCTION_NAME.to_str().expect("the name is ASCII"))
+}
+
+fn before_any_year_query(table: &str) -> String {
+    format!("SELECT {} FROM {table} WHERE time_modified < '{BEFORE_ANY_YEAR}'", counted_columns())
+}
+
+/// `comparison` is `>=` for a read that starts at a timestamp, `>` for one that starts past it.
+fn time_chunk_query(table: &str, comparison: &str) -> String {
+    format!(
+        "SELECT {} FROM (SELECT id, api_id, status_id, time_modified FROM {table} \
+         WHERE time_modified {comparison} ?1 ORDER BY time_modified LIMIT ?2)",
+        counted_columns()
+    )
+}
+
+fn id_chunk_query(table: &str) -> String {
+    format!(
+        "SELECT {} FROM {table} WHERE id > ?1 AND id <= ?2 \
+         AND (time_modified >= ?3 OR time_modified < '{BEFORE_ANY_YEAR}')",
+        counted_columns()
+    )
+}
+
+fn read_by_time(
+    connection: &Connection,
+    counter: &mut Counter<'_>,
+    table: &str,
+    bounds: &WindowBounds,
+    rows_per_read: i64,
+) -> rusqlite::Result<()> {
+    counter.read(&mut connection.prepare(&before_any_year_query(table))?, [])?;
+    let mut from_timestamp = connection.prepare(&time_chunk_query(table, ">="))?;
+    let mut past_timestamp = connection.prepare(&time_chunk_query(table, ">"))?;
+    let mut at_timestamp =
+        connection.prepare(&format!("SELECT {} FROM {table} WHERE time_modified = ?1", counted_columns()))?;
+    let (mut start, mut past) = (bounds.start.clone(), false);
+    loop {
+        let statement = if past { &mut past_timestamp } else { &mut from_timestamp };
+        let progress = counter.read(statement, params![start, rows_per_read])?;
+        if progress.n_rows < rows_per_read as u64 {
+            return Ok(());
+        }
+        let last = progress.last_time_modified.unwrap_or_default();
+        if last == start && !past {
+            // A whole read's worth of rows share this timestamp: take them all at once, then go past it.
+            counter.read(&mut at_timestamp, [&start])?;
+            past = true;
+        } else {
+            (start, past) = (last, false);
+        }
+    }
+}
+
+fn read_by_id(
+    connection: &Connection,
+    counter: &mut Counter<'_>,
+    table: &str,
+    bounds: &WindowBounds,
+    ids: IdRange,
+    rows_per_read: i64,
+) -> rusqlite::Result<()> {
+    let mut chunk = connection.prepare(&id_chunk_query(table))?;
+    let mut next_id = connection.prepare(&format!("SELECT min(id) FROM {table} WHERE id > ?1 AND id <= ?2"))?;
+    let mut after = ids.min - 1;
+    // Each read takes the next `rows_per_read` ids from the first that exists, so gaps in the
+    // ids cost one lookup, not one read per `rows_per_read` missing ids.
+    while let Some(first) = next_id.query_row([after, ids.max], |row| row.get::<_, Option<i64>>(0))? {
+        let last = first.saturating_add(rows_per_read - 1).min(ids.max);
+        counter.read(&mut chunk, params![first - 1, last, bounds.start])?;
+        after = last;
+    }
+    Ok(())
+}
+
+fn read_names(connection: &Connection, table: &str) -> rusqlite::Result<Vec<(i64, String)>> {
+    let mut statement = connection.prepare(&format!("SELECT id, name FROM {}", quoted(table)))?;
+    let rows = statement.query_map([], |row| {
+        let name = match row.get_ref(1)? {
+            ValueRef::Text(text) | ValueRef::Blob(text) => String::from_utf8_lossy(text).into_owned(),
+            ValueRef::Null => String::new(),
+            ValueRef::Integer(number) => number.to_string(),
+            ValueRef::Real(number) => number.to_string(),
+        };
+        Ok((row.get::<_, i64>(0)?, name))
+    })?;
+    rows.collect()
+}
+
+/// An index that leads with `time_modified`.
+#[derive(Debug)]
+pub(crate) struct TimeIndex {
+    pub(crate) name: String,
+    /// Whether it also holds `api_id` and `status_id`, so the rows need not be visited.
+    pub(crate) covers_window: bool,
+}
+
+/// The indexes on `table` whose first column is `time_modified`.
+pub(crate) fn time_indexes(connection: &Connection, table: &str) -> rusqlite::Result<Vec<TimeIndex>> {
+    let mut list = connection.prepare_cached("SELECT name FROM pragma_index_list(?1)")?;
+    let index_names: Vec<String> = list.query_map([table], |row| row.get(0))?.collect::<Result<_, _>>()?;
+    let mut time_indexes = Vec::new();
+    for index in index_names {
+        let mut info = connection.prepare_cached("SELECT name FROM pragma_index_info(?1) ORDER BY seqno")?;
+        let columns: Vec<Option<String>> = info.query_map([&index], |row| row.get(0))?.collect::<Result<_, _>>()?;
+        if columns.first().and_then(|column| column.as_deref()) == Some("time_modified") {
+            let covers_window =
+                ["api_id", "status_id"].iter().all(|needed| columns.iter().flatten().any(|c| c == needed));
+            time_indexes.push(TimeIndex { name: index, covers_window });
+        }
+    }
+    Ok(time_indexes)
+}
+
+/// SQLite's identifier quoting.
+pub(crate) fn quoted(identifier: &str) -> String {
+    format!("\"{}\"", identifier.replace('"', "\"\""))
+}
