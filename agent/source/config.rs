@@ -96,6 +96,8 @@ impl RawSource {
                 resolved
             }
         };
+        let window = duration(problems, self.window.as_ref(), "source.window", "24h");
+        let busy_timeout = duration(problems, self.busy_timeout.as_ref(), "source.busy_timeout", "5s");
         let timezone = match &self.timezone {
             None => Tz::UTC,
             Some(zone) => zone.get_ref().parse::<Tz>().unwrap_or_else(|_| {
@@ -109,9 +111,9 @@ impl RawSource {
         };
         SourceConfig {
             database,
-            window: duration(problems, self.window.as_ref(), "source.window", "24h"),
+            window,
             timezone,
-            busy_timeout: duration(problems, self.busy_timeout.as_ref(), "source.busy_timeout", "5s"),
+            busy_timeout,
             tables: Tables { api: self.api_table, status: self.status_table, transaction: self.transaction_table },
         }
     }
