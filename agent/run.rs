@@ -100,7 +100,7 @@ impl Agent {
                 () = &mut shutdown => return Ok(()),
                 ended = &mut self.ticker.task => return match ended {
                     Ok(result) => result,
-                    Err(error) => Err(error).context("the ticker task failed"),
+                    Err(error) => Err(error).context("the schedule task failed"),
                 },
                 Some(request) = self.reloads.recv() => {
                     let outcome = self.reload().await;

@@ -105,6 +105,8 @@ impl RawSource {
                 resolved
             }
         };
+        let window = duration(problems, self.window.as_ref(), "source.window", "24h");
+        let busy_timeout = duration(problems, self.busy_timeout.as_ref(), "source.busy_timeout", "5s");
         let timezone = match &self.timezone {
             None => Tz::UTC,
             Some(zone) => zone.get_ref().parse::<Tz>().unwrap_or_else(|_| {
@@ -136,9 +138,9 @@ impl RawSource {
         SourceConfig {
             database,
             rows_per_read,
-            window: duration(problems, self.window.as_ref(), "source.window", "24h"),
+            window,
             timezone,
-            busy_timeout: duration(problems, self.busy_timeout.as_ref(), "source.busy_timeout", "5s"),
+            busy_timeout,
             tables: Tables { api: self.api_table, status: self.status_table, transaction: self.transaction_table },
         }
     }

@@ -133,3 +133,25 @@ fn a_remote_write_target_that_stays_keeps_its_backlog() {
     let (status, _) = agent.terminate();
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn a_reload_relabels_the_served_aggregate_before_the_next_tick() {
+    let site = site_with_transactions();
+    let port = free_port();
+    let scrape = format!("[scrape]\nlisten = \"127.0.0.1:{port}\"\nenable_reload = true\n");
+    // One tick at start, the next an hour away: whatever changes on /metrics meanwhile is the reload's.
+    let config = site.config("1h", &scrape);
+    let agent = Running::start(&config, port);
+    let express = [("api", "Mpesa Express"), ("status", "Pending")];
+    wait_for("the first snapshot", DEADLINE, || value_of(&local(&agent), "api_transactions", &express));
+
+    site.config("1h", &format!("[labels]\nsite = \"b\"\n{scrape}"));
+    let response = reqwest::blocking::Client::new().post(agent.url("/-/reload")).send().unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let metrics = local(&agent);
+    let relabelled = [("api", "Mpesa Express"), ("status", "Pending"), ("site", "b")];
+    assert_eq!(value_of(&metrics, "api_transactions", &relabelled), Some(3.0), "{metrics:?}");
+    assert_eq!(value_of(&metrics, "apimetrics_agent_ticks_total", &[("result", "success"), ("site", "b")]), Some(1.0));
+    let (status, log) = agent.terminate();
+    assert_eq!(status.code(), Some(0), "{log}");
+}

@@ -78,6 +78,7 @@ fn failing_ticks_keep_the_last_snapshot_and_recover() {
     let writer = site.connect();
     writer.execute_batch("BEGIN EXCLUSIVE").unwrap();
     let failing = agent.wait_for_ticks("failure", 2.0);
+    assert!(sample(&failing, "apimetrics_agent_ticks_total{result=\"failure\"}").unwrap() >= 2.0, "{failing}");
     assert_eq!(sample(&failing, series), Some(7.0), "the last good snapshot is still served");
     let (code, body) = http_get(&agent.url("/healthz")).unwrap();
     assert_eq!(code, 503);
@@ -108,7 +109,8 @@ fn a_cron_schedule_ticks_without_a_tick_at_start() {
         ),
     );
     let agent = Running::start(&config, port);
-    agent.wait_for_ticks("success", 2.0);
+    let page = agent.wait_for_ticks("success", 2.0);
+    assert!(sample(&page, "apimetrics_agent_ticks_total{result=\"success\"}").unwrap() >= 2.0, "{page}");
     let (status, log) = agent.terminate();
     assert_eq!(status.code(), Some(0), "{log}");
 }

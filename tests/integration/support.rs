@@ -238,7 +238,7 @@ impl Running {
     /// Waits until at least `n` ticks have ended with `result`; returns the /metrics page that
     /// showed it.
     pub(crate) fn wait_for_ticks(&self, result: &str, n: f64) -> String {
-        wait_for(&format!("{n} ticks ending in {result}"), Duration::from_secs(30), || {
+        wait_for(&format!("{n} ticks ending in {result}"), Duration::from_secs(20), || {
             let metrics = self.metrics();
             let samples = crate::peers::parse_exposition(&metrics);
             let counted = crate::peers::value_of(&samples, "apimetrics_agent_ticks_total", &[("result", result)])?;
