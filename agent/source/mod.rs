@@ -6,6 +6,7 @@
 
 pub mod config;
 mod read;
+mod side_files;
 mod window_count;
 
 use std::path::Path;
@@ -42,6 +43,8 @@ const REQUIRED_COLUMNS: [(&str, &[&str]); 3] =
 pub(crate) fn open(source: &SourceConfig) -> anyhow::Result<Connection> {
     let path = &source.database;
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    side_files::create_missing_for_the_app(path)
+        .with_context(|| format!("opening {} (source.database)", path.display()))?;
     let connection = Connection::open_with_flags(read_only_uri(path), flags)
         .map_err(|error| describe(error, source))
         .with_context(|| format!("opening {} (source.database)", path.display()))?;

@@ -16,3 +16,4 @@ mod soak;
 mod source;
 mod status_page;
 mod support;
+mod wal_users;
