@@ -8,6 +8,7 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::database_file::refuse_what_is_no_readable_file;
 use crate::common::problems::{Problems, duration};
 
 /// A checked `[source]` table.
@@ -92,7 +93,7 @@ impl RawSource {
             }
             Some(database) => {
                 let resolved = base.join(database.get_ref());
-                if !resolved.is_file() {
+                if !resolved.exists() {
                     problems.at(
                         database,
                         "source.database",
@@ -101,6 +102,8 @@ impl RawSource {
                             resolved.display().to_string()
                         ),
                     );
+                } else if let Err(error) = refuse_what_is_no_readable_file(&resolved) {
+                    problems.at(database, "source.database", error);
                 }
                 resolved
             }

@@ -5,6 +5,7 @@
 //! for the app's write lock no longer than `busy_timeout`, and lives only for one tick.
 
 pub mod config;
+mod database_file;
 mod read;
 mod side_files;
 mod window_count;
@@ -43,6 +44,8 @@ const REQUIRED_COLUMNS: [(&str, &[&str]); 3] =
 pub(crate) fn open(source: &SourceConfig) -> anyhow::Result<Connection> {
     let path = &source.database;
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    database_file::refuse_what_is_no_readable_file(path)
+        .with_context(|| format!("opening {} (source.database)", path.display()))?;
     side_files::create_missing_for_the_app(path)
         .with_context(|| format!("opening {} (source.database)", path.display()))?;
     let connection = Connection::open_with_flags(read_only_uri(path), flags)
@@ -91,8 +94,21 @@ fn describe(error: rusqlite::Error, source: &SourceConfig) -> anyhow::Error {
             source.database.display()
         );
     }
+    if extended_code == rusqlite::ffi::SQLITE_READONLY_ROLLBACK {
+        return anyhow!(
+            "{} has a hot journal ({}-journal): the app stopped in the middle of a write, and only a connection \
+             that may write can roll it back; the app's next connection repairs it, after which the agent reads \
+             on (nothing was changed)",
+            source.database.display(),
+            source.database.display()
+        );
+    }
     match error.sqlite_error_code() {
-        Some(ErrorCode::NotADatabase) => anyhow!("{} is not a SQLite database", source.database.display()),
+        Some(ErrorCode::NotADatabase) => anyhow!(
+            "{} is not a SQLite database (its first bytes are not SQLite's header): point source.database at the \
+             app's database file",
+            source.database.display()
+        ),
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => anyhow!(
             "the database stayed locked by a writer for longer than source.busy_timeout ({}): {error}",
             humantime::format_duration(source.busy_timeout)
@@ -125,8 +141,10 @@ fn check_tables(connection: &Connection, tables: &Tables) -> anyhow::Result<()> 
     }
     if !problems.is_empty() {
         bail!(
-            "{}: is this the Django app's database, migrated? schema/django.sql shows the tables expected \
-             (other table names go in source.api_table, source.status_table, source.transaction_table)",
+            "{}: is this the Django app's database, migrated? The app's first migration \
+             (apiMetrics/migrations/0001_initial.py, run by `python manage.py migrate apiMetrics`) creates the \
+             tables; schema/django.sql shows them (other table names go in source.api_table, source.status_table, \
+             source.transaction_table)",
             problems.join("; ")
         );
     }

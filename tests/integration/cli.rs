@@ -147,6 +147,7 @@ fn a_file_that_is_not_sqlite_or_lacks_the_tables_fails_with_what_is_wrong() {
     assert!(message.contains("table \"apiMetrics_transactionstatus\" is missing"), "{message}");
     assert!(message.contains("table \"apiMetrics_transaction\" is missing"), "{message}");
     assert!(message.contains("schema/django.sql"), "{message}");
+    assert!(message.contains("`python manage.py migrate apiMetrics`"), "{message}");
 }
 
 #[test]

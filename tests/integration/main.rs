@@ -2,6 +2,7 @@
 //! made from `schema/django.sql` (and one made by Django itself), checked by what a user sees.
 
 mod cli;
+mod database_states;
 mod django;
 mod module_graph;
 mod no_harm;
