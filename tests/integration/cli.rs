@@ -200,14 +200,19 @@ fn check_shows_the_plan_and_warns_without_an_index_on_time_modified() {
     let output = run_agent(&config, &["check"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let report = stdout(&output);
-    assert!(report.contains("SCAN apiMetrics_transaction"), "{report}");
+    assert!(report.contains("by id, the whole table"), "{report}");
+    assert!(
+        report.contains("SEARCH apiMetrics_transaction USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)"),
+        "{report}"
+    );
     assert!(report.contains("warning: no index on apiMetrics_transaction.time_modified"), "{report}");
 
     site.connect().execute_batch(include_str!("../../schema/index.sql")).unwrap();
     let output = run_agent(&config, &["check"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let report = stdout(&output);
-    assert!(report.contains("USING COVERING INDEX apimetrics_txn_window"), "{report}");
+    assert!(report.contains("by time_modified, through the index"), "{report}");
+    assert!(report.contains("USING COVERING INDEX apimetrics_txn_window (time_modified>?)"), "{report}");
     assert!(report.contains("index apimetrics_txn_window covers the window query"), "{report}");
     assert!(!report.contains("warning"), "{report}");
 }
