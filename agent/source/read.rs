@@ -82,9 +82,7 @@ pub fn read_counts(
     let transaction = connection.unchecked_transaction()?;
     let apis = read_names(connection, &tables.api)?;
     let statuses = read_names(connection, &tables.status)?;
-    let ids: Option<IdRange> = connection.query_row(&format!("SELECT min(id), max(id) FROM {table}"), [], |row| {
-        Ok(row.get::<_, Option<i64>>(0)?.zip(row.get::<_, Option<i64>>(1)?).map(|(min, max)| IdRange { min, max }))
-    })?;
+    let ids = id_range(connection, &table)?;
     let method = read_method(connection, tables, ids)?;
     transaction.finish()?;
 
@@ -110,10 +108,14 @@ pub fn read_counts(
 
 /// How a tick would read the window now.
 pub(crate) fn chosen_method(connection: &Connection, tables: &Tables) -> rusqlite::Result<ReadMethod> {
-    let ids = connection.query_row(&format!("SELECT max(id) FROM {}", quoted(&tables.transaction)), [], |row| {
-        Ok(row.get::<_, Option<i64>>(0)?.map(|max| IdRange { min: max, max }))
-    })?;
-    read_method(connection, tables, ids)
+    read_method(connection, tables, id_range(connection, &quoted(&tables.transaction))?)
+}
+
+/// The smallest and largest id in `table`; `None` when it is empty.
+fn id_range(connection: &Connection, table: &str) -> rusqlite::Result<Option<IdRange>> {
+    connection.query_row(&format!("SELECT min(id), max(id) FROM {table}"), [], |row| {
+        Ok(row.get::<_, Option<i64>>(0)?.zip(row.get::<_, Option<i64>>(1)?).map(|(min, max)| IdRange { min, max }))
+    })
 }
 
 /// By time where an index leads with `time_modified` and the ids fit the set of ids seen.
