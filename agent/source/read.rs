@@ -49,7 +49,8 @@ pub struct WindowBounds {
     pub future_from: String,
 }
 
-/// Above this many ids, a read by time would need too large a set of ids seen (32 MiB): read by id.
+/// Over this many ids from the smallest to the largest, a read by time would need too large a set
+/// of ids seen (32 MiB): read by id.
 const MAX_IDS_SEEN: i64 = 1 << 28;
 
 /// Text below this sorts before every year, so Django's query never counts it; numbers sort
@@ -90,8 +91,8 @@ pub fn read_counts(
         return Ok(RawCounts { apis, statuses, ..RawCounts::default() });
     };
     let rows_per_read = rows_per_read.clamp(1, i64::MAX as u64) as i64;
-    let seen_up_to = (method == ReadMethod::ByTime).then_some(ids.max);
-    let mut counter = Counter::register(connection, &bounds.future_from, seen_up_to)?;
+    let seen_ids = (method == ReadMethod::ByTime).then_some(ids.min..=ids.max);
+    let mut counter = Counter::register(connection, &bounds.future_from, seen_ids)?;
     match method {
         ReadMethod::ByTime => read_by_time(connection, &mut counter, &table, bounds, rows_per_read)?,
         ReadMethod::ById => read_by_id(connection, &mut counter, &table, bounds, ids, rows_per_read)?,
@@ -120,7 +121,7 @@ fn id_range(connection: &Connection, table: &str) -> rusqlite::Result<Option<IdR
 
 /// By time where an index leads with `time_modified` and the ids fit the set of ids seen.
 fn read_method(connection: &Connection, tables: &Tables, ids: Option<IdRange>) -> rusqlite::Result<ReadMethod> {
-    let fits = ids.is_none_or(|ids| ids.max < MAX_IDS_SEEN);
+    let fits = ids.is_none_or(|ids| ids.max.checked_sub(ids.min).is_some_and(|span| span < MAX_IDS_SEEN));
     let indexed = !time_indexes(connection, &tables.transaction)?.is_empty();
     Ok(if indexed && fits { ReadMethod::ByTime } else { ReadMethod::ById })
 }
@@ -154,7 +155,7 @@ fn time_chunk_query(table: &str, comparison: &str) -> String {
 
 fn id_chunk_query(table: &str) -> String {
     format!(
-        "SELECT {} FROM {table} WHERE id > ?1 AND id <= ?2 \
+        "SELECT {} FROM {table} WHERE id >= ?1 AND id <= ?2 \
          AND (time_modified >= ?3 OR time_modified < '{BEFORE_ANY_YEAR}')",
         counted_columns()
     )
@@ -200,13 +201,13 @@ fn read_by_id(
 ) -> rusqlite::Result<()> {
     let mut chunk = connection.prepare(&id_chunk_query(table))?;
     let mut next_id = connection.prepare(&format!("SELECT min(id) FROM {table} WHERE id > ?1 AND id <= ?2"))?;
-    let mut after = ids.min - 1;
     // Each read takes the next `rows_per_read` ids from the first that exists, so gaps in the
     // ids cost one lookup, not one read per `rows_per_read` missing ids.
-    while let Some(first) = next_id.query_row([after, ids.max], |row| row.get::<_, Option<i64>>(0))? {
+    let mut next = Some(ids.min);
+    while let Some(first) = next {
         let last = first.saturating_add(rows_per_read - 1).min(ids.max);
-        counter.read(&mut chunk, params![first - 1, last, bounds.start])?;
-        after = last;
+        counter.read(&mut chunk, params![first, last, bounds.start])?;
+        next = if last >= ids.max { None } else { next_id.query_row([last, ids.max], |row| row.get(0))? };
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! One `Counter` gathers the counts of many short reads, each its own statement.
 
 use std::ffi::{CStr, c_int};
+use std::ops::RangeInclusive;
 use std::slice;
 
 use rusqlite::{Connection, ffi};
@@ -36,21 +37,25 @@ pub(crate) struct WindowCounts {
     last_time_modified: Vec<u8>,
 }
 
-/// A set of row ids up to the largest at the tick's start, one bit each. A row the app inserts
-/// during the tick has a larger id and is left to the next tick.
+/// A set of the row ids from the smallest to the largest at the tick's start, one bit each. A
+/// row the app inserts during the tick has a larger id and is left to the next tick.
 #[derive(Debug)]
 struct SeenIds {
+    min_id: i64,
     words: Vec<u64>,
 }
 
 impl SeenIds {
-    fn new(max_id: i64) -> SeenIds {
-        SeenIds { words: vec![0; (max_id.max(0) as usize) / 64 + 1] }
+    fn new(ids: RangeInclusive<i64>) -> SeenIds {
+        let n_ids = ids.end().saturating_sub(*ids.start()).max(0) as usize;
+        SeenIds { min_id: *ids.start(), words: vec![0; n_ids / 64 + 1] }
     }
 
     /// Adds `id`; false when it was there already or lies outside the set.
     fn insert(&mut self, id: i64) -> bool {
-        let Ok(id) = usize::try_from(id) else { return false };
+        let Some(id) = id.checked_sub(self.min_id).and_then(|offset| usize::try_from(offset).ok()) else {
+            return false;
+        };
         let Some(word) = self.words.get_mut(id / 64) else { return false };
         let bit = 1u64 << (id % 64);
         let new = *word & bit == 0;
@@ -66,14 +71,14 @@ const DENSE_IDS: i64 = 64;
 const NOT_AN_ID: i64 = i64::MIN;
 
 impl WindowCounts {
-    fn new(future_from: &str, seen_up_to: Option<i64>) -> WindowCounts {
+    fn new(future_from: &str, seen_ids: Option<RangeInclusive<i64>>) -> WindowCounts {
         WindowCounts {
             dense: vec![0; (DENSE_IDS * DENSE_IDS) as usize],
             sparse: FxHashMap::default(),
             n_rows_bad_timestamp: 0,
             n_rows_in_future: 0,
             future_from: future_from.as_bytes().to_vec(),
-            seen: seen_up_to.map(SeenIds::new),
+            seen: seen_ids.map(SeenIds::new),
             n_rows_this_read: 0,
             last_time_modified: Vec::new(),
         }
@@ -114,14 +119,14 @@ pub(crate) struct Counter<'c> {
 
 impl<'c> Counter<'c> {
     /// Registers the function. Rows dated at or after `future_from` are counted as in the
-    /// future too; with `seen_up_to`, each row id up to it is counted at most once over all the
-    /// reads and larger ids not at all.
+    /// future too; with `seen_ids`, each row id in it is counted at most once over all the reads
+    /// and other ids not at all.
     pub(crate) fn register(
         connection: &'c Connection,
         future_from: &str,
-        seen_up_to: Option<i64>,
+        seen_ids: Option<RangeInclusive<i64>>,
     ) -> rusqlite::Result<Counter<'c>> {
-        let counts = Box::into_raw(Box::new(WindowCounts::new(future_from, seen_up_to)));
+        let counts = Box::into_raw(Box::new(WindowCounts::new(future_from, seen_ids)));
         let counter = Counter { connection, counts };
         register(connection, Some(counts))?;
         Ok(counter)

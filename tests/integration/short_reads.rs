@@ -124,3 +124,24 @@ fn timestamps_django_cannot_place_are_skipped_and_future_ones_counted_by_both_wa
         }
     }
 }
+
+#[test]
+fn negative_zero_and_far_apart_ids_count_once_either_way() {
+    for indexed in [true, false] {
+        for far in [1_000i64, 1_000_000_000_000_000] {
+            let (site, api, status) = site_with(3, indexed);
+            let connection = site.connect();
+            for id in [-5i64, 0, far] {
+                connection
+                    .execute(
+                        "INSERT INTO apiMetrics_transaction (id, amount, time_created, time_modified, api_id, status_id) \
+                         VALUES (?1, 1, ?2, ?2, ?3, ?4)",
+                        rusqlite::params![id, hours_ago(1.0), api, status],
+                    )
+                    .unwrap();
+            }
+            let snapshot = Snapshot::take(&source(&site, 100), true, Utc::now()).unwrap();
+            assert_eq!(snapshot.n_rows_in_window, 6, "indexed: {indexed}, ids up to {far}");
+        }
+    }
+}
