@@ -59,7 +59,6 @@ pub(crate) fn tick_series(
         })
         .collect();
     values.push((label_set("apimetrics_agent_rows_in_window", &[], constant), snapshot.n_rows_in_window as f64));
-    values.push((label_set("apimetrics_agent_rows_in_future", &[], constant), snapshot.n_rows_in_future as f64));
     for (reason, n_rows) in [("bad_timestamp", snapshot.n_rows_bad_timestamp), ("orphaned", snapshot.n_rows_orphaned)] {
         values.push((label_set("apimetrics_agent_rows_skipped", &[("reason", reason)], constant), n_rows as f64));
     }
@@ -132,7 +131,7 @@ mod tests {
     fn a_series_that_leaves_gets_one_stale_marker() {
         let constant = BTreeMap::new();
         let first = tick_series(&snapshot(&[("A", "Pending", 2), ("B", "Failed", 1)]), &metric(), &constant, 1000, &[]);
-        assert_eq!(first.series.len(), 6);
+        assert_eq!(first.series.len(), 5);
         let second = tick_series(&snapshot(&[("A", "Pending", 3)]), &metric(), &constant, 2000, &first.label_sets);
         let stale: Vec<_> =
             second.series.iter().filter(|series| series.samples[0].value.to_bits() == STALE_NAN_BITS).collect();

@@ -51,7 +51,7 @@ pub(crate) fn open(source: &SourceConfig) -> anyhow::Result<Connection> {
     let connection = Connection::open_with_flags(read_only_uri(path), flags)
         .map_err(|error| describe(error, source))
         .with_context(|| format!("opening {} (source.database)", path.display()))?;
-    connection.busy_timeout(source.busy_timeout)?;
+    wait_for_locks(&connection, source.busy_timeout)?;
     connection
         .pragma_update(None, "query_only", true)
         .map_err(|error| describe(error, source))
@@ -62,6 +62,26 @@ pub(crate) fn open(source: &SourceConfig) -> anyhow::Result<Connection> {
         })
         .with_context(|| format!("checking {} (source.database)", path.display()))?;
     Ok(connection)
+}
+
+thread_local! {
+    /// How many 1 ms polls a read on this thread makes for a lock before it gives up.
+    static LOCK_POLLS: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
+}
+
+/// Waits up to `timeout` for a lock the app holds, polling every millisecond. SQLite's own
+/// handler backs off to 100 ms sleeps, and a tick of many short reads meets the app's writes
+/// often: backing off, it would wait far longer than the writes hold their locks.
+fn wait_for_locks(connection: &Connection, timeout: Duration) -> rusqlite::Result<()> {
+    fn poll(n_polls: i32) -> bool {
+        let go_on = n_polls < LOCK_POLLS.with(std::cell::Cell::get);
+        if go_on {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        go_on
+    }
+    LOCK_POLLS.with(|polls| polls.set(timeout.as_millis().min(i32::MAX as u128) as i32));
+    connection.busy_handler(Some(poll))
 }
 
 /// A `file:` URI for `path` with `mode=ro`; `?`, `#` and `%` in the path are escaped.

@@ -171,6 +171,8 @@ fn read_by_time(
     counter.read(&mut connection.prepare(&before_any_year_query(table))?, [])?;
     let mut from_timestamp = connection.prepare(&time_chunk_query(table, ">="))?;
     let mut past_timestamp = connection.prepare(&time_chunk_query(table, ">"))?;
+    let mut all_from_timestamp =
+        connection.prepare(&format!("SELECT {} FROM {table} WHERE time_modified >= ?1", counted_columns()))?;
     let mut at_timestamp =
         connection.prepare(&format!("SELECT {} FROM {table} WHERE time_modified = ?1", counted_columns()))?;
     let (mut start, mut past) = (bounds.start.clone(), false);
@@ -178,6 +180,12 @@ fn read_by_time(
         let statement = if past { &mut past_timestamp } else { &mut from_timestamp };
         let progress = counter.read(statement, params![start, rows_per_read])?;
         if progress.n_rows < rows_per_read as u64 {
+            return Ok(());
+        }
+        if progress.n_new_rows == 0 {
+            // A whole read of rows met before: rows the app moved ahead during the tick, or
+            // timestamps that are no text to start a read at (not UTF-8). Read the rest at once.
+            counter.read(&mut all_from_timestamp, [&start])?;
             return Ok(());
         }
         let last = progress.last_time_modified.unwrap_or_default();

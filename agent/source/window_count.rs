@@ -32,8 +32,10 @@ pub(crate) struct WindowCounts {
     future_from: Vec<u8>,
     /// The ids handed over so far, for reads that may meet a row twice; `None` when they cannot.
     seen: Option<SeenIds>,
-    /// What the statement under way handed over: how many rows, and the last `time_modified`.
+    /// What the statement under way handed over: how many rows, how many of them for the first
+    /// time, and the last `time_modified`.
     n_rows_this_read: u64,
+    n_new_rows_this_read: u64,
     last_time_modified: Vec<u8>,
 }
 
@@ -80,6 +82,7 @@ impl WindowCounts {
             future_from: future_from.as_bytes().to_vec(),
             seen: seen_ids.map(SeenIds::new),
             n_rows_this_read: 0,
+            n_new_rows_this_read: 0,
             last_time_modified: Vec::new(),
         }
     }
@@ -106,6 +109,8 @@ impl WindowCounts {
 #[derive(Debug)]
 pub(crate) struct ReadProgress {
     pub(crate) n_rows: u64,
+    /// Rows no earlier read had met.
+    pub(crate) n_new_rows: u64,
     /// The last row's `time_modified` as text; in an ordered read, the largest.
     pub(crate) last_time_modified: Option<String>,
 }
@@ -143,8 +148,13 @@ impl<'c> Counter<'c> {
         let counts = unsafe { &mut *self.counts };
         let last = (!counts.last_time_modified.is_empty())
             .then(|| String::from_utf8_lossy(&counts.last_time_modified).into_owned());
-        let progress = ReadProgress { n_rows: counts.n_rows_this_read, last_time_modified: last };
+        let progress = ReadProgress {
+            n_rows: counts.n_rows_this_read,
+            n_new_rows: counts.n_new_rows_this_read,
+            last_time_modified: last,
+        };
         counts.n_rows_this_read = 0;
+        counts.n_new_rows_this_read = 0;
         counts.last_time_modified.clear();
         Ok(progress)
     }
@@ -227,6 +237,7 @@ unsafe extern "C" fn step(context: *mut ffi::sqlite3_context, n_args: c_int, arg
     {
         return;
     }
+    counts.n_new_rows_this_read += 1;
     if is_django_timestamp(text) {
         if text >= counts.future_from.as_slice() {
             counts.n_rows_in_future += 1;

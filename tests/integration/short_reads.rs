@@ -145,3 +145,24 @@ fn negative_zero_and_far_apart_ids_count_once_either_way() {
         }
     }
 }
+
+#[test]
+fn a_whole_read_of_timestamps_that_are_no_utf8_text_ends() {
+    let (site, api, status) = site_with(5, true);
+    let connection = site.connect();
+    // Text whose last byte is no UTF-8, as a program other than Django might write: no read can
+    // start at it, so the reads must end some other way.
+    let mut stored = hours_ago(1.0).into_bytes();
+    stored.push(0xff);
+    for _ in 0..150 {
+        connection
+            .execute(
+                "INSERT INTO apiMetrics_transaction (amount, time_created, time_modified, api_id, status_id) \
+                 VALUES (1, '2026-01-01 00:00:00', CAST(?1 AS TEXT), ?2, ?3)",
+                rusqlite::params![stored, api, status],
+            )
+            .unwrap();
+    }
+    let snapshot = Snapshot::take(&source(&site, 100), true, Utc::now()).unwrap();
+    assert_eq!((snapshot.n_rows_in_window, snapshot.n_rows_bad_timestamp), (5, 150));
+}
