@@ -2,7 +2,8 @@
 //! open for ever, and a directory, socket or device is no database. Used at every tick and when
 //! the config is checked.
 
-use std::os::unix::fs::FileTypeExt;
+use std::fs::OpenOptions;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
 use anyhow::bail;
@@ -31,8 +32,9 @@ pub(crate) fn refuse_what_is_no_readable_file(path: &Path) -> anyhow::Result<()>
     } else if kind.is_block_device() || kind.is_char_device() {
         "a device"
     } else {
-        // A regular file never blocks an open, so trying one is the surest test of access.
-        return match std::fs::File::open(path) {
+        // Opening is the surest test of access; not blocking, in case a named pipe took the
+        // file's place since it was looked at.
+        return match OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path) {
             Ok(_) => Ok(()),
             Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => bail!(
                 "this user may not read {} ({error}): give the agent's user the file's group, or read access \

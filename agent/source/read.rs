@@ -242,15 +242,20 @@ pub(crate) struct TimeIndex {
     pub(crate) covers_window: bool,
 }
 
-/// The indexes on `table` whose first column is `time_modified`.
+/// The indexes on `table` whose first column is `time_modified`, in SQLite's own order (BINARY
+/// collation), and over every row: a partial index or another collation cannot serve the window.
 pub(crate) fn time_indexes(connection: &Connection, table: &str) -> rusqlite::Result<Vec<TimeIndex>> {
-    let mut list = connection.prepare_cached("SELECT name FROM pragma_index_list(?1)")?;
+    let mut list = connection.prepare_cached("SELECT name FROM pragma_index_list(?1) WHERE partial = 0")?;
     let index_names: Vec<String> = list.query_map([table], |row| row.get(0))?.collect::<Result<_, _>>()?;
     let mut time_indexes = Vec::new();
     for index in index_names {
-        let mut info = connection.prepare_cached("SELECT name FROM pragma_index_info(?1) ORDER BY seqno")?;
-        let columns: Vec<Option<String>> = info.query_map([&index], |row| row.get(0))?.collect::<Result<_, _>>()?;
-        if columns.first().and_then(|column| column.as_deref()) == Some("time_modified") {
+        let mut info =
+            connection.prepare_cached("SELECT name, coll FROM pragma_index_xinfo(?1) WHERE key = 1 ORDER BY seqno")?;
+        let columns: Vec<(Option<String>, Option<String>)> =
+            info.query_map([&index], |row| Ok((row.get(0)?, row.get(1)?)))?.collect::<Result<_, _>>()?;
+        let binary = columns.first().and_then(|(_, collation)| collation.as_deref()) == Some("BINARY");
+        let columns: Vec<Option<String>> = columns.into_iter().map(|(column, _)| column).collect();
+        if binary && columns.first().and_then(|column| column.as_deref()) == Some("time_modified") {
             let covers_window =
                 ["api_id", "status_id"].iter().all(|needed| columns.iter().flatten().any(|c| c == needed));
             time_indexes.push(TimeIndex { name: index, covers_window });

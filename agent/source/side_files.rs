@@ -70,7 +70,11 @@ pub(crate) fn create_missing_for_the_app(database: &Path) -> anyhow::Result<()> 
 /// shorter than a header or not SQLite is left for SQLite to report.
 fn is_wal_mode(database: &Path) -> bool {
     let mut header = Vec::with_capacity(DATABASE_HEADER_SIZE as usize);
-    let Ok(file) = File::open(database) else { return false };
+    // Not blocking: a named pipe put there since the path was checked must not hang the tick.
+    let Ok(file) = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(database) else { return false };
+    if !file.metadata().is_ok_and(|metadata| metadata.is_file()) {
+        return false;
+    }
     if file.take(DATABASE_HEADER_SIZE).read_to_end(&mut header).is_err() {
         return false;
     }

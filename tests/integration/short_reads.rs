@@ -166,3 +166,17 @@ fn a_whole_read_of_timestamps_that_are_no_utf8_text_ends() {
     let snapshot = Snapshot::take(&source(&site, 100), true, Utc::now()).unwrap();
     assert_eq!((snapshot.n_rows_in_window, snapshot.n_rows_bad_timestamp), (5, 150));
 }
+
+#[test]
+fn an_index_that_cannot_serve_the_window_is_not_read_through() {
+    for index in [
+        "CREATE INDEX partial_time ON apiMetrics_transaction (time_modified) WHERE status_id = 1",
+        "CREATE INDEX nocase_time ON apiMetrics_transaction (time_modified COLLATE NOCASE, api_id, status_id)",
+    ] {
+        let (site, _, _) = site_with(5, false);
+        site.connect().execute_batch(index).unwrap();
+        let output = run_agent(&site.config("1s", ""), &["check"]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        assert!(stdout(&output).contains("by id, the whole table"), "{index}:\n{}", stdout(&output));
+    }
+}
