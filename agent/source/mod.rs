@@ -18,8 +18,9 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use self::config::{SourceConfig, Tables};
-pub use self::read::{RawCounts, WindowBounds, read_counts};
+pub use self::read::{RawCounts, read_counts};
 use self::read::{ReadMethod, TimeIndex, chosen_method, quoted, read_queries, time_indexes};
+pub use self::window_count::WindowBounds;
 use crate::common::django_time::django_timestamp;
 
 /// Rows dated this far past the agent's clock are counted as in the future: an app server's
@@ -207,7 +208,7 @@ pub(crate) struct QueryPlan {
 
 pub(crate) fn explain(connection: &Connection, tables: &Tables) -> anyhow::Result<QueryPlan> {
     let method = chosen_method(connection, tables)?;
-    let counter = window_count::Counter::register(connection, "", None)?;
+    let counter = window_count::Counter::register(connection, &WindowBounds::default(), None)?;
     let mut reads = Vec::new();
     for query in read_queries(tables, method) {
         let mut statement = connection.prepare(&format!("EXPLAIN QUERY PLAN {query}"))?;

@@ -17,11 +17,13 @@
 //! (ids above the largest at its start) are left to the next tick.
 
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, ToSql, params};
 use rustc_hash::FxHashMap;
 
 use super::config::Tables;
-use super::window_count::{Counter, FUNCTION_NAME};
+use rusqlite::types::ToSqlOutput;
+
+use super::window_count::{BEFORE_ANY_YEAR, Counter, FUNCTION_NAME, WindowBounds};
 
 /// What one tick's reads found, keyed by row ids as stored.
 #[derive(Debug, Default, Clone)]
@@ -40,22 +42,9 @@ pub struct RawCounts {
     pub n_rows_in_future: u64,
 }
 
-/// The instants a tick reads by, as Django's timestamp text in the app's time zone.
-#[derive(Debug, Clone)]
-pub struct WindowBounds {
-    /// Rows modified at or after this are in the window.
-    pub start: String,
-    /// Rows modified at or after this are counted as in the future too.
-    pub future_from: String,
-}
-
 /// Over this many ids from the smallest to the largest, a read by time would need too large a set
 /// of ids seen (32 MiB): read by id.
 const MAX_IDS_SEEN: i64 = 1 << 28;
-
-/// Text below this sorts before every year, so Django's query never counts it; numbers sort
-/// before all text. (Not "0": the column's numeric affinity would make that the number 0.)
-const BEFORE_ANY_YEAR: &str = "0-";
 
 /// How a tick reads the window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,10 +81,10 @@ pub fn read_counts(
     };
     let rows_per_read = rows_per_read.clamp(1, i64::MAX as u64) as i64;
     let seen_ids = (method == ReadMethod::ByTime).then_some(ids.min..=ids.max);
-    let mut counter = Counter::register(connection, &bounds.future_from, seen_ids)?;
+    let mut counter = Counter::register(connection, bounds, seen_ids)?;
     match method {
         ReadMethod::ByTime => read_by_time(connection, &mut counter, &table, bounds, rows_per_read)?,
-        ReadMethod::ById => read_by_id(connection, &mut counter, &table, bounds, ids, rows_per_read)?,
+        ReadMethod::ById => read_by_id(connection, &mut counter, &table, ids, rows_per_read)?,
     }
     let counts = counter.finish()?;
     Ok(RawCounts {
@@ -131,8 +120,8 @@ fn read_method(connection: &Connection, tables: &Tables, ids: Option<IdRange>) -
 pub(crate) fn read_queries(tables: &Tables, method: ReadMethod) -> Vec<String> {
     let table = quoted(&tables.transaction);
     match method {
-        ReadMethod::ByTime => vec![before_any_year_query(&table), time_chunk_query(&table, ">=")],
-        ReadMethod::ById => vec![id_chunk_query(&table)],
+        ReadMethod::ByTime => vec![before_any_year_query(&table), boundary_query(&table), time_range_query(&table)],
+        ReadMethod::ById => vec![id_range_query(&table)],
     }
 }
 
@@ -144,21 +133,35 @@ fn before_any_year_query(table: &str) -> String {
     format!("SELECT {} FROM {table} WHERE time_modified < '{BEFORE_ANY_YEAR}'", counted_columns())
 }
 
-/// `comparison` is `>=` for a read that starts at a timestamp, `>` for one that starts past it.
-fn time_chunk_query(table: &str, comparison: &str) -> String {
-    format!(
-        "SELECT {} FROM (SELECT id, api_id, status_id, time_modified FROM {table} \
-         WHERE time_modified {comparison} ?1 ORDER BY time_modified LIMIT ?2)",
-        counted_columns()
-    )
+/// Where the next read by time ends: `?2` index entries past the timestamp `?1`.
+fn boundary_query(table: &str) -> String {
+    format!("SELECT time_modified FROM {table} WHERE time_modified > ?1 ORDER BY time_modified LIMIT 1 OFFSET ?2")
 }
 
-fn id_chunk_query(table: &str) -> String {
-    format!(
-        "SELECT {} FROM {table} WHERE id >= ?1 AND id <= ?2 \
-         AND (time_modified >= ?3 OR time_modified < '{BEFORE_ANY_YEAR}')",
-        counted_columns()
-    )
+fn time_range_query(table: &str) -> String {
+    format!("SELECT {} FROM {table} WHERE time_modified >= ?1 AND time_modified < ?2", counted_columns())
+}
+
+/// Every row of an id range: the counting function places each one in or out of the window
+/// itself, which costs less than SQLite's comparisons under the column's numeric affinity.
+fn id_range_query(table: &str) -> String {
+    format!("SELECT {} FROM {table} WHERE id >= ?1 AND id <= ?2", counted_columns())
+}
+
+/// A `time_modified` as stored, bound back byte for byte (text need not be UTF-8 to sort).
+#[derive(Debug, Clone)]
+enum StoredTime {
+    Text(Vec<u8>),
+    Blob(Vec<u8>),
+}
+
+impl ToSql for StoredTime {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self {
+            StoredTime::Text(bytes) => ValueRef::Text(bytes),
+            StoredTime::Blob(bytes) => ValueRef::Blob(bytes),
+        }))
+    }
 }
 
 fn read_by_time(
@@ -169,32 +172,28 @@ fn read_by_time(
     rows_per_read: i64,
 ) -> rusqlite::Result<()> {
     counter.read(&mut connection.prepare(&before_any_year_query(table))?, [])?;
-    let mut from_timestamp = connection.prepare(&time_chunk_query(table, ">="))?;
-    let mut past_timestamp = connection.prepare(&time_chunk_query(table, ">"))?;
-    let mut all_from_timestamp =
+    let mut boundary = connection.prepare(&boundary_query(table))?;
+    let mut range = connection.prepare(&time_range_query(table))?;
+    let mut rest =
         connection.prepare(&format!("SELECT {} FROM {table} WHERE time_modified >= ?1", counted_columns()))?;
-    let mut at_timestamp =
-        connection.prepare(&format!("SELECT {} FROM {table} WHERE time_modified = ?1", counted_columns()))?;
-    let (mut start, mut past) = (bounds.start.clone(), false);
+    let mut start = StoredTime::Text(bounds.start.clone().into_bytes());
+    // Each read ends where `rows_per_read` index entries past its start lie, so every read moves
+    // on, whatever the timestamps hold.
     loop {
-        let statement = if past { &mut past_timestamp } else { &mut from_timestamp };
-        let progress = counter.read(statement, params![start, rows_per_read])?;
-        if progress.n_rows < rows_per_read as u64 {
-            return Ok(());
-        }
-        if progress.n_new_rows == 0 {
-            // A whole read of rows met before: rows the app moved ahead during the tick, or
-            // timestamps that are no text to start a read at (not UTF-8). Read the rest at once.
-            counter.read(&mut all_from_timestamp, [&start])?;
-            return Ok(());
-        }
-        let last = progress.last_time_modified.unwrap_or_default();
-        if last == start && !past {
-            // A whole read's worth of rows share this timestamp: take them all at once, then go past it.
-            counter.read(&mut at_timestamp, [&start])?;
-            past = true;
-        } else {
-            (start, past) = (last, false);
+        let end = boundary.query_row(params![start, rows_per_read - 1], |row| {
+            Ok(match row.get_ref(0)? {
+                ValueRef::Blob(bytes) => Some(StoredTime::Blob(bytes.to_vec())),
+                ValueRef::Text(bytes) => Some(StoredTime::Text(bytes.to_vec())),
+                _ => None,
+            })
+        });
+        match end {
+            Ok(Some(end)) => {
+                counter.read(&mut range, params![start, end])?;
+                start = end;
+            }
+            Ok(None) | Err(rusqlite::Error::QueryReturnedNoRows) => return counter.read(&mut rest, [&start]),
+            Err(error) => return Err(error),
         }
     }
 }
@@ -203,18 +202,17 @@ fn read_by_id(
     connection: &Connection,
     counter: &mut Counter<'_>,
     table: &str,
-    bounds: &WindowBounds,
     ids: IdRange,
     rows_per_read: i64,
 ) -> rusqlite::Result<()> {
-    let mut chunk = connection.prepare(&id_chunk_query(table))?;
+    let mut range = connection.prepare(&id_range_query(table))?;
     let mut next_id = connection.prepare(&format!("SELECT min(id) FROM {table} WHERE id > ?1 AND id <= ?2"))?;
     // Each read takes the next `rows_per_read` ids from the first that exists, so gaps in the
     // ids cost one lookup, not one read per `rows_per_read` missing ids.
     let mut next = Some(ids.min);
     while let Some(first) = next {
         let last = first.saturating_add(rows_per_read - 1).min(ids.max);
-        counter.read(&mut chunk, params![first, last, bounds.start])?;
+        counter.read(&mut range, params![first, last])?;
         next = if last >= ids.max { None } else { next_id.query_row([last, ids.max], |row| row.get(0))? };
     }
     Ok(())

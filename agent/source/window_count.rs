@@ -28,15 +28,24 @@ pub(crate) struct WindowCounts {
     /// Rows counted whose `time_modified` is at or after `future_from`: still counted, as Django
     /// counts them, but a sign that the app's clock runs ahead.
     pub(crate) n_rows_in_future: u64,
-    /// Where "the future" starts, as Django's timestamp text.
+    /// Where the window and "the future" start, as Django's timestamp text.
+    window_start: Vec<u8>,
     future_from: Vec<u8>,
     /// The ids handed over so far, for reads that may meet a row twice; `None` when they cannot.
     seen: Option<SeenIds>,
-    /// What the statement under way handed over: how many rows, how many of them for the first
-    /// time, and the last `time_modified`.
-    n_rows_this_read: u64,
-    n_new_rows_this_read: u64,
-    last_time_modified: Vec<u8>,
+}
+
+/// Text below this sorts before every year, so Django's query never counts it; numbers sort
+/// before all text. (Not "0": the column's numeric affinity would make that the number 0.)
+pub(crate) const BEFORE_ANY_YEAR: &str = "0-";
+
+/// The instants a tick reads by, as Django's timestamp text in the app's time zone.
+#[derive(Debug, Clone, Default)]
+pub struct WindowBounds {
+    /// Rows modified at or after this are in the window.
+    pub start: String,
+    /// Rows modified at or after this are counted as in the future too.
+    pub future_from: String,
 }
 
 /// A set of the row ids from the smallest to the largest at the tick's start, one bit each. A
@@ -73,17 +82,15 @@ const DENSE_IDS: i64 = 64;
 const NOT_AN_ID: i64 = i64::MIN;
 
 impl WindowCounts {
-    fn new(future_from: &str, seen_ids: Option<RangeInclusive<i64>>) -> WindowCounts {
+    fn new(window: &WindowBounds, seen_ids: Option<RangeInclusive<i64>>) -> WindowCounts {
         WindowCounts {
             dense: vec![0; (DENSE_IDS * DENSE_IDS) as usize],
             sparse: FxHashMap::default(),
             n_rows_bad_timestamp: 0,
             n_rows_in_future: 0,
-            future_from: future_from.as_bytes().to_vec(),
+            window_start: window.start.as_bytes().to_vec(),
+            future_from: window.future_from.as_bytes().to_vec(),
             seen: seen_ids.map(SeenIds::new),
-            n_rows_this_read: 0,
-            n_new_rows_this_read: 0,
-            last_time_modified: Vec::new(),
         }
     }
 
@@ -105,16 +112,6 @@ impl WindowCounts {
     }
 }
 
-/// What one read handed the function.
-#[derive(Debug)]
-pub(crate) struct ReadProgress {
-    pub(crate) n_rows: u64,
-    /// Rows no earlier read had met.
-    pub(crate) n_new_rows: u64,
-    /// The last row's `time_modified` as text; in an ordered read, the largest.
-    pub(crate) last_time_modified: Option<String>,
-}
-
 /// The counting function registered on a connection over one tick's `WindowCounts`, for as many
 /// reads as the tick makes. Dropping it unregisters the function.
 pub(crate) struct Counter<'c> {
@@ -123,15 +120,14 @@ pub(crate) struct Counter<'c> {
 }
 
 impl<'c> Counter<'c> {
-    /// Registers the function. Rows dated at or after `future_from` are counted as in the
-    /// future too; with `seen_ids`, each row id in it is counted at most once over all the reads
-    /// and other ids not at all.
+    /// Registers the function over `window`; with `seen_ids`, each row id in it is counted at
+    /// most once over all the reads and other ids not at all.
     pub(crate) fn register(
         connection: &'c Connection,
-        future_from: &str,
+        window: &WindowBounds,
         seen_ids: Option<RangeInclusive<i64>>,
     ) -> rusqlite::Result<Counter<'c>> {
-        let counts = Box::into_raw(Box::new(WindowCounts::new(future_from, seen_ids)));
+        let counts = Box::into_raw(Box::new(WindowCounts::new(window, seen_ids)));
         let counter = Counter { connection, counts };
         register(connection, Some(counts))?;
         Ok(counter)
@@ -142,21 +138,8 @@ impl<'c> Counter<'c> {
         &mut self,
         statement: &mut rusqlite::Statement<'_>,
         params: impl rusqlite::Params,
-    ) -> rusqlite::Result<ReadProgress> {
-        statement.query_row(params, |_| Ok(()))?;
-        // SAFETY: no statement runs now, so nothing else touches the counts.
-        let counts = unsafe { &mut *self.counts };
-        let last = (!counts.last_time_modified.is_empty())
-            .then(|| String::from_utf8_lossy(&counts.last_time_modified).into_owned());
-        let progress = ReadProgress {
-            n_rows: counts.n_rows_this_read,
-            n_new_rows: counts.n_new_rows_this_read,
-            last_time_modified: last,
-        };
-        counts.n_rows_this_read = 0;
-        counts.n_new_rows_this_read = 0;
-        counts.last_time_modified.clear();
-        Ok(progress)
+    ) -> rusqlite::Result<()> {
+        statement.query_row(params, |_| Ok(()))
     }
 
     /// The counts of every read.
@@ -216,30 +199,37 @@ unsafe extern "C" fn step(context: *mut ffi::sqlite3_context, n_args: c_int, arg
         (&mut *ffi::sqlite3_user_data(context).cast::<WindowCounts>(), slice::from_raw_parts(args, n_args as usize))
     };
     let &[id, api_id, status_id, time_modified] = args else { return };
-    counts.n_rows_this_read += 1;
-    // SAFETY: the value is valid for this call; text is read before its length, as SQLite asks
-    // (a number is turned into its text, which is never a Django timestamp).
-    let text = unsafe {
-        let text = ffi::sqlite3_value_text(time_modified);
-        if text.is_null() {
-            &[][..]
-        } else {
-            slice::from_raw_parts(text, ffi::sqlite3_value_bytes(time_modified) as usize)
-        }
-    };
-    if counts.seen.is_some() {
-        counts.last_time_modified.clear();
-        counts.last_time_modified.extend_from_slice(text);
-    }
     // SAFETY: the value is valid for this call.
     if let Some(seen) = &mut counts.seen
         && !seen.insert(unsafe { integer(id) })
     {
         return;
     }
-    counts.n_new_rows_this_read += 1;
-    if is_django_timestamp(text) {
-        if text >= counts.future_from.as_slice() {
+    // SAFETY: the value is valid for this call; a blob or text is read before its length, as
+    // SQLite asks.
+    let (kind, bytes) = unsafe {
+        let kind = ffi::sqlite3_value_type(time_modified);
+        let bytes = match kind {
+            ffi::SQLITE_TEXT => ffi::sqlite3_value_text(time_modified),
+            ffi::SQLITE_BLOB => ffi::sqlite3_value_blob(time_modified).cast(),
+            _ => std::ptr::null(),
+        };
+        let bytes = if bytes.is_null() {
+            &[][..]
+        } else {
+            slice::from_raw_parts(bytes, ffi::sqlite3_value_bytes(time_modified) as usize)
+        };
+        (kind, bytes)
+    };
+    // As Django's text comparison places it: numbers before all text, blobs after it.
+    let in_window = match kind {
+        ffi::SQLITE_TEXT if bytes >= counts.window_start.as_slice() => true,
+        ffi::SQLITE_TEXT if bytes >= BEFORE_ANY_YEAR.as_bytes() => return,
+        ffi::SQLITE_BLOB => true,
+        _ => false,
+    };
+    if in_window && is_django_timestamp(bytes) {
+        if bytes >= counts.future_from.as_slice() {
             counts.n_rows_in_future += 1;
         }
         // SAFETY: both values are valid for this call.

@@ -33,7 +33,16 @@ fn main() {
         let database = directory.path().join("app.sqlite3");
         populate::create(&database, &Population::new(n_rows, 20, 5), false, false).unwrap();
         let config = directory.path().join("config.toml");
-        std::fs::write(&config, "[source]\ndatabase = \"app.sqlite3\"\n[schedule]\ninterval = \"1s\"\n").unwrap();
+        // `BENCH_ROWS_PER_READ` sets the agent's source.rows_per_read (its default otherwise).
+        let rows_per_read = std::env::var("BENCH_ROWS_PER_READ").map(|rows| format!("rows_per_read = {rows}\n"));
+        std::fs::write(
+            &config,
+            format!(
+                "[source]\ndatabase = \"app.sqlite3\"\n{}[schedule]\ninterval = \"1s\"\n",
+                rows_per_read.unwrap_or_default()
+            ),
+        )
+        .unwrap();
         println!("\n{n_rows} transactions");
         println!(
             "  {:<9} {:<14} {:>8} {:>9} {:>9} {:>9} {:>9}",
