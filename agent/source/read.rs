@@ -120,7 +120,7 @@ fn read_method(connection: &Connection, tables: &Tables, ids: Option<IdRange>) -
 pub(crate) fn read_queries(tables: &Tables, method: ReadMethod) -> Vec<String> {
     let table = quoted(&tables.transaction);
     match method {
-        ReadMethod::ByTime => vec![before_any_year_query(&table), boundary_query(&table), time_range_query(&table)],
+        ReadMethod::ByTime => vec![before_any_year_query(&table), time_from_query(&table)],
         ReadMethod::ById => vec![id_range_query(&table)],
     }
 }
@@ -133,13 +133,9 @@ fn before_any_year_query(table: &str) -> String {
     format!("SELECT {} FROM {table} WHERE time_modified < '{BEFORE_ANY_YEAR}'", counted_columns())
 }
 
-/// Where the next read by time ends: `?2` index entries past the timestamp `?1`.
-fn boundary_query(table: &str) -> String {
-    format!("SELECT time_modified FROM {table} WHERE time_modified > ?1 ORDER BY time_modified LIMIT 1 OFFSET ?2")
-}
-
-fn time_range_query(table: &str) -> String {
-    format!("SELECT {} FROM {table} WHERE time_modified >= ?1 AND time_modified < ?2", counted_columns())
+/// The window from `?1` on, in `time_modified` order: the counting function stops it.
+fn time_from_query(table: &str) -> String {
+    format!("SELECT {} FROM {table} WHERE time_modified >= ?1", counted_columns())
 }
 
 /// Every row of an id range: the counting function places each one in or out of the window
@@ -172,30 +168,15 @@ fn read_by_time(
     rows_per_read: i64,
 ) -> rusqlite::Result<()> {
     counter.read(&mut connection.prepare(&before_any_year_query(table))?, [])?;
-    let mut boundary = connection.prepare(&boundary_query(table))?;
-    let mut range = connection.prepare(&time_range_query(table))?;
-    let mut rest =
-        connection.prepare(&format!("SELECT {} FROM {table} WHERE time_modified >= ?1", counted_columns()))?;
+    let mut from = connection.prepare(&time_from_query(table))?;
     let mut start = StoredTime::Text(bounds.start.clone().into_bytes());
-    // Each read ends where `rows_per_read` index entries past its start lie, so every read moves
-    // on, whatever the timestamps hold.
-    loop {
-        let end = boundary.query_row(params![start, rows_per_read - 1], |row| {
-            Ok(match row.get_ref(0)? {
-                ValueRef::Blob(bytes) => Some(StoredTime::Blob(bytes.to_vec())),
-                ValueRef::Text(bytes) => Some(StoredTime::Text(bytes.to_vec())),
-                _ => None,
-            })
-        });
-        match end {
-            Ok(Some(end)) => {
-                counter.read(&mut range, params![start, end])?;
-                start = end;
-            }
-            Ok(None) | Err(rusqlite::Error::QueryReturnedNoRows) => return counter.read(&mut rest, [&start]),
-            Err(error) => return Err(error),
-        }
+    // Each read counts `rows_per_read` rows it had not met and is stopped there; the next starts
+    // at the last one's timestamp (the rows met again there are known by id and skipped).
+    while let Some(stopped_at) = counter.read_up_to(&mut from, [&start], rows_per_read as u64)? {
+        start =
+            if stopped_at.is_blob { StoredTime::Blob(stopped_at.bytes) } else { StoredTime::Text(stopped_at.bytes) };
     }
+    Ok(())
 }
 
 fn read_by_id(

@@ -33,6 +33,18 @@ pub(crate) struct WindowCounts {
     future_from: Vec<u8>,
     /// The ids handed over so far, for reads that may meet a row twice; `None` when they cannot.
     seen: Option<SeenIds>,
+    /// How many more rows the statement under way may count before it is stopped, and where it
+    /// stopped: the last counted row's `time_modified`, as stored.
+    budget: u64,
+    stopped_at: Option<StoppedAt>,
+}
+
+/// The `time_modified` of the last row a stopped read counted, as stored: text (not always
+/// UTF-8) or a blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoppedAt {
+    pub(crate) is_blob: bool,
+    pub(crate) bytes: Vec<u8>,
 }
 
 /// Text below this sorts before every year, so Django's query never counts it; numbers sort
@@ -91,6 +103,8 @@ impl WindowCounts {
             window_start: window.start.as_bytes().to_vec(),
             future_from: window.future_from.as_bytes().to_vec(),
             seen: seen_ids.map(SeenIds::new),
+            budget: u64::MAX,
+            stopped_at: None,
         }
     }
 
@@ -134,6 +148,28 @@ impl<'c> Counter<'c> {
     }
 
     /// Runs one read: `statement`, which calls the function as an aggregate, with `params`.
+    /// Runs one read that counts at most `max_new_rows` rows it had not met before and stops
+    /// there (its read transaction ends with it); returns where, or `None` when it ran out of
+    /// rows first. Only for reads in `time_modified` order over a counter with `seen_ids`.
+    pub(crate) fn read_up_to(
+        &mut self,
+        statement: &mut rusqlite::Statement<'_>,
+        params: impl rusqlite::Params,
+        max_new_rows: u64,
+    ) -> rusqlite::Result<Option<StoppedAt>> {
+        // SAFETY: no statement runs now, so nothing else touches the counts.
+        unsafe { (*self.counts).budget = max_new_rows.max(1) };
+        let outcome = statement.query_row(params, |_| Ok(()));
+        // SAFETY: the statement has ended.
+        let counts = unsafe { &mut *self.counts };
+        counts.budget = u64::MAX;
+        match (outcome, counts.stopped_at.take()) {
+            (_, Some(stopped_at)) => Ok(Some(stopped_at)),
+            (Ok(()), None) => Ok(None),
+            (Err(error), None) => Err(error),
+        }
+    }
+
     pub(crate) fn read(
         &mut self,
         statement: &mut rusqlite::Statement<'_>,
@@ -204,6 +240,29 @@ unsafe extern "C" fn step(context: *mut ffi::sqlite3_context, n_args: c_int, arg
         && !seen.insert(unsafe { integer(id) })
     {
         return;
+    }
+    counts.budget -= 1;
+    if counts.budget == 0 {
+        // The read has counted its share: record where, and stop the statement (an error from
+        // a step ends it) once this row is counted below.
+        // SAFETY: the value is valid for this call; a blob or text is read before its length.
+        let stopped_at = unsafe {
+            let is_blob = ffi::sqlite3_value_type(time_modified) == ffi::SQLITE_BLOB;
+            let bytes = if is_blob {
+                ffi::sqlite3_value_blob(time_modified).cast()
+            } else {
+                ffi::sqlite3_value_text(time_modified)
+            };
+            let bytes = if bytes.is_null() {
+                Vec::new()
+            } else {
+                slice::from_raw_parts(bytes, ffi::sqlite3_value_bytes(time_modified) as usize).to_vec()
+            };
+            StoppedAt { is_blob, bytes }
+        };
+        counts.stopped_at = Some(stopped_at);
+        // SAFETY: the context is valid for this call; the message is NUL-terminated.
+        unsafe { ffi::sqlite3_result_error(context, c"the read counted its share of rows".as_ptr(), -1) };
     }
     // SAFETY: the value is valid for this call; a blob or text is read before its length, as
     // SQLite asks.
