@@ -103,7 +103,9 @@ pub(crate) fn chosen_method(connection: &Connection, tables: &Tables) -> rusqlit
 
 /// The smallest and largest id in `table`; `None` when it is empty.
 fn id_range(connection: &Connection, table: &str) -> rusqlite::Result<Option<IdRange>> {
-    connection.query_row(&format!("SELECT min(id), max(id) FROM {table}"), [], |row| {
+    // Two subqueries: SQLite finds a lone min() or max() in the index at once, but scans the
+    // whole table for both in one SELECT.
+    connection.query_row(&format!("SELECT (SELECT min(id) FROM {table}), (SELECT max(id) FROM {table})"), [], |row| {
         Ok(row.get::<_, Option<i64>>(0)?.zip(row.get::<_, Option<i64>>(1)?).map(|(min, max)| IdRange { min, max }))
     })
 }
