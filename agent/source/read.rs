@@ -2,11 +2,12 @@
 //! waits on the agent for longer than one of them, whatever the table's size.
 //!
 //! Two ways, chosen per tick:
-//! - **By time** (an index leads with `time_modified`): the window in `time_modified` order,
-//!   `rows_per_read` rows a read, each read starting where the last one ended. A row the app
-//!   modifies during the tick moves forward and may be met again: the ids already counted are
-//!   kept (one bit per id up to the largest at the tick's start), so it counts once, in the state
-//!   the first read saw. A row that moves from ahead of the reads to behind them (an app clock
+//! - **By time** (an index leads with `time_modified`): the window in `time_modified` order; the
+//!   counting function stops a read once it has counted `rows_per_read` rows it had not met, and
+//!   the next starts at the last one's timestamp. A row the app modifies during the tick moves
+//!   forward and may be met again: the ids already counted are kept (one bit per id from the
+//!   smallest to the largest at the tick's start), so it counts once, in the state the first
+//!   read saw. A row that moves from ahead of the reads to behind them (an app clock
 //!   that went back) is left to the next tick.
 //! - **By id** (no such index, or ids too sparse to keep a bit each): `rows_per_read` ids a
 //!   read, in id order. Ids do not move, so each row is read once, in the state it had when its
@@ -16,13 +17,11 @@
 //! did is counted at most once, in a state it really had; rows the app inserts during the tick
 //! (ids above the largest at its start) are left to the next tick.
 
-use rusqlite::types::ValueRef;
+use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ToSql, params};
 use rustc_hash::FxHashMap;
 
 use super::config::Tables;
-use rusqlite::types::ToSqlOutput;
-
 use super::window_count::{BEFORE_ANY_YEAR, Counter, FUNCTION_NAME, WindowBounds};
 
 /// What one tick's reads found, keyed by row ids as stored.
