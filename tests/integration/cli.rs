@@ -271,13 +271,7 @@ fn a_wal_database_whose_shm_file_the_agent_may_not_create_gets_a_message_saying_
         let mode = if path.is_dir() { 0o755 } else { 0o644 };
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
     }
-    let output = std::process::Command::new("setpriv")
-        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", env!("CARGO_BIN_EXE_apimetrics-agent")])
-        .arg("--config")
-        .arg(&config)
-        .arg("once")
-        .output()
-        .unwrap();
+    let output = run_agent_as_nobody(&config, &["once"]);
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert!(stderr(&output).contains("is in WAL mode and its shared-memory file"), "{}", stderr(&output));
     assert!(!site.directory.path().join("app.sqlite3-shm").exists());

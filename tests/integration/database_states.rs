@@ -2,7 +2,7 @@
 //! and what to do; the tick fails, the next one tries again, and nothing hangs or is written.
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::support::*;
@@ -83,15 +83,7 @@ fn a_database_this_user_may_not_read_says_so() {
     std::fs::set_permissions(site.directory.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
     std::fs::set_permissions(site.database(), std::fs::Permissions::from_mode(0o600)).unwrap();
-    // CI runs as root, who may read anything: the agent runs as "nobody" here.
-    let output = Command::new("setpriv")
-        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", env!("CARGO_BIN_EXE_apimetrics-agent")])
-        .arg("--config")
-        .arg(&config)
-        .arg("check")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let output = run_agent_as_nobody(&config, &["check"]);
     let message = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{message}");
     assert!(message.contains("this user may not read"), "{message}");

@@ -124,6 +124,20 @@ pub(crate) fn run_agent(config: &Path, arguments: &[&str]) -> Output {
     agent(config).args(arguments).stdin(Stdio::null()).output().unwrap()
 }
 
+/// Runs the agent as "nobody", with no supplementary groups: CI runs as root, who may read and
+/// write anything, and a service user may not.
+pub(crate) fn run_agent_as_nobody(config: &Path, arguments: &[&str]) -> Output {
+    Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", env!("CARGO_BIN_EXE_apimetrics-agent")])
+        .arg("--config")
+        .arg(config)
+        .args(arguments)
+        .env_remove("APIMETRICS_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
 /// Runs `check` on `config` and asserts the agent refuses it (exit 2) with each of `expected`
 /// in its message; returns the message.
 pub(crate) fn assert_config_refused(config: &Path, expected: &[&str]) -> String {
