@@ -261,7 +261,7 @@ impl RawSchedule {
 }
 
 /// Parses a cron expression exactly as the scheduler will: six or seven fields, seconds first.
-fn parse_cron(expression: &str) -> Result<croner::Cron, croner::errors::CronError> {
+pub(crate) fn parse_cron(expression: &str) -> Result<croner::Cron, croner::errors::CronError> {
     croner::parser::CronParser::builder()
         .seconds(croner::parser::Seconds::Required)
         .dom_and_dow(true)

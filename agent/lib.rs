@@ -4,9 +4,10 @@
 //!
 //! The modules form layers, each importing only from those below it (ARCHITECTURE.md):
 //! [`common`] → [`source`] → [`snapshot`] and `exposition` → `http` and `telemetry` →
-//! the outlets (`pushgateway`, [`remote_write`]) → [`config`] → the run loop ([`run`], `scrape`,
+//! the outlets (`pushgateway`, [`remote_write`]) → [`config`] → the run loop ([`run`], [`check`], `scrape`,
 //! `status_page`, `ticker`) → [`demo`]. [`populate`] makes sample databases from [`common`] alone.
 
+pub mod check;
 pub mod common;
 pub mod config;
 pub mod demo;

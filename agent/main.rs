@@ -1,14 +1,15 @@
 //! The `apimetrics-agent` binary: parses the command line, sets up logging, loads the config and
 //! calls into the library. Exit codes: 0 success, 1 failure, 2 bad configuration or usage.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
+use apimetrics_agent::common::logging::{self, LogFormat};
 use apimetrics_agent::config::{self, ConfigError};
 use apimetrics_agent::populate::{self, Population};
-use apimetrics_agent::{demo, run, source};
+use apimetrics_agent::{check, demo, run};
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -17,6 +18,10 @@ struct Cli {
     /// The configuration file.
     #[arg(long, global = true, env = "APIMETRICS_CONFIG", default_value = "config.toml")]
     config: PathBuf,
+    /// How log records are written to stderr: "text" (one line each) or "json" (one object per
+    /// line); overrides [log] format.
+    #[arg(long, global = true, env = "APIMETRICS_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -31,8 +36,14 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Validate the config, open the database and show how the window will be read.
-    Check,
+    /// Validate the config, open the database and show how the window will be read, and try
+    /// writing to agent.state_dir; exit 0 only if all is well.
+    Check {
+        /// Also ask every push target for an answer: a Pushgateway's /-/ready, an empty
+        /// remote-write request.
+        #[arg(long)]
+        targets: bool,
+    },
     /// Create a Django-schema database with sample APIs, statuses and transactions.
     Populate {
         /// The database file to create.
@@ -56,11 +67,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
+    logging::init(cli.log_format.unwrap_or_default());
     match execute(cli) {
         Ok(code) => code,
         Err(error) => {
@@ -72,6 +79,13 @@ fn main() -> ExitCode {
 
 fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let outcome = execute_on(cli, &runtime);
+    // A read abandoned in a hung system call must not hold up the exit.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    outcome
+}
+
+fn execute_on(cli: Cli, runtime: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode> {
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
             let config = config::load(&cli.config)?;
@@ -83,9 +97,17 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 print!("{body}");
             }
         }
-        Command::Check => {
+        Command::Check { targets } => {
             let config = config::load(&cli.config)?;
-            print!("config {} is valid\n{}", cli.config.display(), source::check(config.source())?);
+            println!("config {} is valid", cli.config.display());
+            let report = runtime.block_on(check::check(&config, targets));
+            print!("{}", report.text);
+            if !report.failures.is_empty() {
+                for failure in &report.failures {
+                    eprintln!("error: {failure}");
+                }
+                return Ok(ExitCode::FAILURE);
+            }
         }
         Command::Populate { path, rows, seed, apis, force } => {
             populate::create(&path, &Population::new(rows, apis, seed), force, true)?;

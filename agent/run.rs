@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chrono::Utc;
@@ -12,10 +12,12 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::common::deadline::Watchdog;
 use crate::config::{self, Config};
 use crate::exposition::Rendered;
 use crate::pushgateway::{self, Pushgateway};
@@ -25,8 +27,10 @@ use crate::snapshot::Snapshot;
 use crate::telemetry::{TargetKind, Telemetry};
 use crate::ticker;
 
-/// How long the tasks under way get to finish after a shutdown signal, or outlets at a reload.
-const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+/// How long the agent takes at most to stop after SIGTERM or SIGINT, all tasks together: what is
+/// still busy then (a push under way) is abandoned, and the queues stay as their last commit left
+/// them. Outlets replaced at a reload get as long.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs until `shutdown` resolves (SIGTERM or SIGINT in the binary), then stops cleanly.
 /// SIGHUP re-reads the config; a config that fails validation is refused and the agent goes on.
@@ -53,6 +57,10 @@ struct Agent {
     stop: CancellationToken,
     /// The scrape endpoint and the SIGHUP listener.
     tasks: TaskTracker,
+    /// Bounds each tick's read, and keeps at most one stuck read.
+    watchdog: Watchdog,
+    /// When the agent started: health goes stale from here until a first snapshot.
+    started_at: chrono::DateTime<Utc>,
 }
 
 impl Agent {
@@ -85,7 +93,20 @@ impl Agent {
         let (tick_sender, ticks) = mpsc::channel(1);
         let ticker = Ticker::start(&config, config.run_on_start, tick_sender.clone(), &stop);
         info!(config = %config.path.display(), database = %config.source.database.display(), schedule = %config.schedule, "agent started");
-        Ok(Agent { config: config_sender, telemetry, outlets, ticker, tick_sender, ticks, reloads, stop, tasks })
+        telemetry.set_stale_at(ticker::stale_at(&config, Utc::now()));
+        Ok(Agent {
+            config: config_sender,
+            telemetry,
+            outlets,
+            ticker,
+            tick_sender,
+            ticks,
+            reloads,
+            stop,
+            tasks,
+            watchdog: Watchdog::default(),
+            started_at: Utc::now(),
+        })
     }
 
     fn config(&self) -> Arc<Config> {
@@ -122,10 +143,19 @@ impl Agent {
     /// good snapshot in place.
     async fn tick(&self) {
         let config = self.config();
-        match take_snapshot(&config, &self.telemetry).await {
-            Ok(rendered) => self.outlets.publish(rendered).await,
+        match take_snapshot(&config, &self.telemetry, &self.watchdog).await {
+            Ok(rendered) => {
+                self.watch_for_staleness(&config);
+                self.outlets.publish(rendered).await;
+            }
             Err(error) => warn!(error = %format!("{error:#}"), "tick failed; serving the last good snapshot"),
         }
+    }
+
+    /// Health turns stale three scheduled ticks after the snapshot served (or the start).
+    fn watch_for_staleness(&self, config: &Config) {
+        let since = self.telemetry.latest().map_or(self.started_at, |latest| latest.snapshot.computed_at);
+        self.telemetry.set_stale_at(ticker::stale_at(config, since));
     }
 
     /// Re-reads the config from its file. A config that fails validation changes nothing; a
@@ -147,7 +177,7 @@ impl Agent {
         if (new.scrape_listen, new.enable_reload) != (old.scrape_listen, old.enable_reload) {
             warn!("the [scrape] table changed; it takes effect when the agent restarts");
         }
-        std::mem::replace(&mut self.outlets, Outlets::idle()).stop().await;
+        std::mem::replace(&mut self.outlets, Outlets::idle()).stop(Instant::now() + SHUTDOWN_GRACE).await;
         // In force before the new outlets start, so their first figures land on their own entries.
         self.put_in_force(&new);
         match Outlets::start(&new, &self.telemetry, &self.stop) {
@@ -164,8 +194,9 @@ impl Agent {
         }
         if new.schedule != old.schedule {
             let ticker = Ticker::start(&new, false, self.tick_sender.clone(), &self.stop);
-            std::mem::replace(&mut self.ticker, ticker).stop().await;
+            std::mem::replace(&mut self.ticker, ticker).stop(Instant::now() + SHUTDOWN_GRACE).await;
         }
+        self.watch_for_staleness(&new);
         self.telemetry.record_reload(true, Utc::now());
         info!(config = %new.path.display(), n_pushgateways = new.pushgateways.len(), n_remote_writes = new.remote_writes.len(), "reloaded the config");
         Ok(())
@@ -182,16 +213,18 @@ impl Agent {
         self.config.send_replace(config.clone());
     }
 
-    /// Stops the outlets, the tasks and the ticker, each within the deadline.
+    /// Stops the outlets, the tasks and the ticker, all within `SHUTDOWN_GRACE`. A read still
+    /// under way is left to its thread, which the process's exit ends.
     async fn stop(self) {
-        info!("shutting down");
+        info!(grace = ?SHUTDOWN_GRACE, "shutting down");
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
         self.stop.cancel();
-        self.outlets.stop().await;
+        self.outlets.stop(deadline).await;
         self.tasks.close();
-        if tokio::time::timeout(SHUTDOWN_DEADLINE, self.tasks.wait()).await.is_err() {
-            warn!(deadline = ?SHUTDOWN_DEADLINE, "tasks still running at the shutdown deadline; leaving them");
+        if tokio::time::timeout_at(deadline, self.tasks.wait()).await.is_err() {
+            warn!(grace = ?SHUTDOWN_GRACE, "tasks still running at the end of the shutdown grace; leaving them");
         }
-        self.ticker.stop().await;
+        self.ticker.stop(deadline).await;
     }
 }
 
@@ -231,10 +264,10 @@ impl Ticker {
         Ticker { task, stop }
     }
 
-    async fn stop(mut self) {
+    async fn stop(mut self, deadline: Instant) {
         self.stop.cancel();
         if !self.task.is_finished() {
-            let _ = tokio::time::timeout(SHUTDOWN_DEADLINE, &mut self.task).await;
+            let _ = tokio::time::timeout_at(deadline, &mut self.task).await;
         }
     }
 }
@@ -284,27 +317,33 @@ impl Outlets {
         self.snapshots.send_replace(Some(rendered));
     }
 
-    /// Stops every delivery task, abandoning requests under way, within the deadline.
-    async fn stop(self) {
+    /// Stops every delivery task, abandoning requests under way at `deadline`.
+    async fn stop(self, deadline: Instant) {
         self.stop.cancel();
         self.tasks.close();
-        if tokio::time::timeout(SHUTDOWN_DEADLINE, self.tasks.wait()).await.is_err() {
-            warn!(deadline = ?SHUTDOWN_DEADLINE, "push targets still busy at the deadline; leaving them");
+        if tokio::time::timeout_at(deadline, self.tasks.wait()).await.is_err() {
+            warn!("push targets still busy at the deadline; leaving them");
         }
     }
 }
 
-/// Reads the database off the runtime, renders the snapshot and records the result. The caller
-/// reports a failure.
-async fn take_snapshot(config: &Arc<Config>, telemetry: &Telemetry) -> anyhow::Result<Arc<Rendered>> {
+/// Reads the database off the runtime within `source.timeout`, renders the snapshot and records
+/// the result. The caller reports a failure.
+async fn take_snapshot(
+    config: &Arc<Config>,
+    telemetry: &Telemetry,
+    watchdog: &Watchdog,
+) -> anyhow::Result<Arc<Rendered>> {
     let started = Instant::now();
     let now = Utc::now();
     let result = {
         let config = config.clone();
-        tokio::task::spawn_blocking(move || Snapshot::take(&config.source, config.metric.zero_fill, now))
+        let what = format!("reading {} (source.database)", config.source.database.display());
+        watchdog
+            .run(&what, config.source.timeout, move |cancel| {
+                Snapshot::take_unless_cancelled(&config.source, config.metric.zero_fill, now, cancel)
+            })
             .await
-            .context("the tick's database task failed")
-            .and_then(|result| result)
     };
     let duration = started.elapsed();
     match result {
@@ -385,7 +424,7 @@ pub async fn once(config: Config, dry_run: bool) -> anyhow::Result<Option<String
     let config = Arc::new(config);
     let telemetry = Arc::new(Telemetry::default());
     telemetry.set_targets(target_names(&config));
-    let rendered = take_snapshot(&config, &telemetry).await?;
+    let rendered = take_snapshot(&config, &telemetry, &Watchdog::default()).await?;
     if dry_run {
         return Ok(Some(rendered.body.clone()));
     }

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::exposition::CONTENT_TYPE;
-use crate::telemetry::{Health, Telemetry};
+use crate::telemetry::Telemetry;
 
 /// A request to re-read the config (SIGHUP, or `POST /-/reload`), with where to say how it went.
 #[derive(Debug)]
@@ -68,11 +68,9 @@ async fn status_page(State(endpoint): State<Endpoint>) -> impl IntoResponse {
 }
 
 async fn healthz(State(endpoint): State<Endpoint>) -> impl IntoResponse {
-    match endpoint.telemetry.health() {
-        Health::Healthy => (StatusCode::OK, "ok\n".to_owned()),
-        Health::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting: no tick has finished yet\n".to_owned()),
-        Health::Failing(error) => (StatusCode::SERVICE_UNAVAILABLE, format!("last tick failed: {error}\n")),
-    }
+    let (healthy, text) = endpoint.telemetry.health().describe(Utc::now());
+    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, format!("{text}\n"))
 }
 
 async fn reload_config(State(endpoint): State<Endpoint>) -> impl IntoResponse {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rustc_hash::FxHashMap;
 
+use crate::common::deadline::Cancel;
 use crate::source::config::SourceConfig;
 use crate::source::{self, RawCounts};
 
@@ -44,7 +45,17 @@ impl Snapshot {
     /// One tick: reads the window ending at `now` and aggregates it. Blocking; call it off the
     /// runtime.
     pub fn take(source: &SourceConfig, zero_fill: bool, now: DateTime<Utc>) -> anyhow::Result<Snapshot> {
-        let read = source::read_window(source, now)?;
+        Snapshot::take_unless_cancelled(source, zero_fill, now, &Cancel::default())
+    }
+
+    /// `take`, stopping with an error once `cancel` is set.
+    pub(crate) fn take_unless_cancelled(
+        source: &SourceConfig,
+        zero_fill: bool,
+        now: DateTime<Utc>,
+        cancel: &Cancel,
+    ) -> anyhow::Result<Snapshot> {
+        let read = source::read_window(source, now, cancel)?;
         Ok(Snapshot::from_counts(&read.counts, zero_fill, now, read.window_start, read.duration))
     }
 

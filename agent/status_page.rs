@@ -56,10 +56,11 @@ pub(crate) fn render(config: &Config, view: &StatusView, now: DateTime<Utc>) -> 
 
 /// Whether the last tick succeeded, and the tick counts.
 fn write_health(page: &mut String, view: &StatusView, now: DateTime<Utc>) {
-    let (class, health) = match &view.health {
-        Health::Healthy => ("ok", "healthy: the last tick succeeded".to_owned()),
-        Health::Starting => ("muted", "starting: no tick has finished yet".to_owned()),
-        Health::Failing(error) => ("bad", format!("the last tick failed: {error}")),
+    let (healthy, health) = view.health.describe(now);
+    let class = match view.health {
+        Health::Starting => "muted",
+        _ if healthy => "ok",
+        _ => "bad",
     };
     let _ = write!(
         page,

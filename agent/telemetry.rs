@@ -68,6 +68,9 @@ struct Inner {
     n_ticks_failed: u64,
     last_tick_duration: Option<Duration>,
     last_error: Option<String>,
+    /// When the latest snapshot (or the start, before one) goes stale: the run loop sets it
+    /// from the schedule.
+    stale_at: Option<DateTime<Utc>>,
 }
 
 /// How the last (re)load of the config went.
@@ -119,11 +122,17 @@ pub(crate) struct PushError {
 }
 
 impl Inner {
-    fn health(&self) -> Health {
-        match (&self.last_error, self.n_ticks_succeeded + self.n_ticks_failed) {
-            (Some(error), _) => Health::Failing(error.clone()),
-            (None, 0) => Health::Starting,
-            (None, _) => Health::Healthy,
+    fn health(&self, now: DateTime<Utc>) -> Health {
+        if let Some(error) = &self.last_error {
+            return Health::Failing(error.clone());
+        }
+        if let Some(stale_at) = self.stale_at.filter(|stale_at| now > *stale_at) {
+            let computed_at = self.latest.as_ref().map(|latest| latest.snapshot.computed_at);
+            return Health::Stale { computed_at, stale_at };
+        }
+        match self.n_ticks_succeeded + self.n_ticks_failed {
+            0 => Health::Starting,
+            _ => Health::Healthy,
         }
     }
 }
@@ -147,6 +156,41 @@ pub(crate) enum Health {
     Healthy,
     /// The last tick failed with this error; the last good snapshot is still served.
     Failing(String),
+    /// Ticks have stopped happening: the snapshot served (computed then; `None` for none yet)
+    /// went stale at `stale_at`, three scheduled ticks on.
+    Stale {
+        computed_at: Option<DateTime<Utc>>,
+        stale_at: DateTime<Utc>,
+    },
+}
+
+impl Health {
+    /// Whether `/healthz` answers 200, and what it says.
+    pub(crate) fn describe(&self, now: DateTime<Utc>) -> (bool, String) {
+        match self {
+            Health::Healthy => (true, "healthy: the last tick succeeded".to_owned()),
+            Health::Starting => (false, "starting: no tick has finished yet".to_owned()),
+            Health::Failing(error) => (false, format!("the last tick failed: {error}")),
+            Health::Stale { computed_at: Some(computed_at), stale_at } => (
+                false,
+                format!(
+                    "stale: the snapshot served was computed at {} ({} s ago) and no tick has brought a newer one \
+                     since {}: are ticks still running?",
+                    computed_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                    (now - *computed_at).num_seconds(),
+                    stale_at.format("%Y-%m-%d %H:%M:%S UTC")
+                ),
+            ),
+            Health::Stale { computed_at: None, stale_at } => (
+                false,
+                format!(
+                    "stale: no tick has finished since the agent started, three scheduled ticks ago (by {}): \
+                     are ticks running?",
+                    stale_at.format("%Y-%m-%d %H:%M:%S UTC")
+                ),
+            ),
+        }
+    }
 }
 
 impl Telemetry {
@@ -195,8 +239,14 @@ impl Telemetry {
         self.lock().latest.clone()
     }
 
+    /// Health as of now.
     pub(crate) fn health(&self) -> Health {
-        self.lock().health()
+        self.lock().health(Utc::now())
+    }
+
+    /// Sets when the snapshot served (or the start, before one) goes stale.
+    pub(crate) fn set_stale_at(&self, stale_at: Option<DateTime<Utc>>) {
+        self.lock().stale_at = stale_at;
     }
 
     /// Everything the status page shows, taken at one moment.
@@ -204,7 +254,7 @@ impl Telemetry {
         let inner = self.lock();
         StatusView {
             latest: inner.latest.clone(),
-            health: inner.health(),
+            health: inner.health(Utc::now()),
             n_ticks_succeeded: inner.n_ticks_succeeded,
             n_ticks_failed: inner.n_ticks_failed,
             deliveries: inner.deliveries.clone(),
@@ -423,5 +473,29 @@ fn write_deliveries(exposition: &mut Exposition, deliveries: &BTreeMap<String, D
         if let Some(duration) = delivery.last_duration {
             exposition.sample("apimetrics_agent_push_duration_seconds", &[("target", target)], duration.as_secs_f64());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_turns_stale_when_no_tick_brings_a_newer_snapshot_in_time() {
+        let telemetry = Telemetry::default();
+        let started: DateTime<Utc> = "2026-11-25T10:00:00Z".parse().unwrap();
+        let stale_at = started + chrono::Duration::seconds(75);
+        telemetry.set_stale_at(Some(stale_at));
+        let inner = telemetry.lock();
+        assert_eq!(inner.health(started), Health::Starting);
+        let health = inner.health(stale_at + chrono::Duration::seconds(1));
+        assert_eq!(health, Health::Stale { computed_at: None, stale_at });
+        let (healthy, text) = health.describe(stale_at);
+        assert!(!healthy && text.starts_with("stale: no tick has finished since the agent started"), "{text}");
+        drop(inner);
+
+        telemetry.record_failure("timed out".to_owned(), Duration::from_secs(1));
+        let (healthy, text) = telemetry.lock().health(stale_at + chrono::Duration::seconds(1)).describe(stale_at);
+        assert!(!healthy && text == "the last tick failed: timed out", "a failure says why first: {text}");
     }
 }

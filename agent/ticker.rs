@@ -5,12 +5,32 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Schedule;
+use crate::config::{Config, Schedule, parse_cron};
+
+/// How many scheduled ticks may pass without a new snapshot before health turns stale.
+const TICKS_BEFORE_STALE: u32 = 3;
+
+/// When a snapshot taken at `since` (or, before any, the agent's start) is stale: once the third
+/// scheduled tick after it has had `source.timeout` to finish and none brought a newer one.
+/// `None` when the schedule has no such tick (a cron that never fires again).
+pub(crate) fn stale_at(config: &Config, since: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let third_tick = match &config.schedule {
+        Schedule::Interval(period) => {
+            since.checked_add_signed(chrono::Duration::from_std(*period * TICKS_BEFORE_STALE).ok()?)?
+        }
+        Schedule::Cron(expression) => {
+            let cron = parse_cron(expression).ok()?;
+            (0..TICKS_BEFORE_STALE).try_fold(since, |at, _| cron.find_next_occurrence(&at, false).ok())?
+        }
+    };
+    third_tick.checked_add_signed(chrono::Duration::from_std(config.source.timeout).ok()?)
+}
 
 /// Sends tick signals on `ticks` until `shutdown` is cancelled.
 pub(crate) async fn drive(
@@ -61,6 +81,27 @@ mod tests {
     use std::task::Poll;
 
     use super::*;
+
+    fn config(schedule: &str, timeout: &str) -> Config {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("app.sqlite3"), b"").unwrap();
+        let text = format!("[source]\ndatabase = \"app.sqlite3\"\ntimeout = \"{timeout}\"\n[schedule]\n{schedule}\n");
+        crate::config::parse(&dir.path().join("config.toml"), &text).unwrap()
+    }
+
+    #[test]
+    fn a_snapshot_goes_stale_when_three_scheduled_ticks_and_a_timeout_have_passed() {
+        let since: DateTime<Utc> = "2026-11-25T10:00:07Z".parse().unwrap();
+        let every_15s = config("interval = \"15s\"", "30s");
+        assert_eq!(stale_at(&every_15s, since), Some("2026-11-25T10:01:22Z".parse().unwrap()));
+        // Cron: the third firing after `since` (10:05, 10:10, 10:15), then the timeout.
+        let every_5_minutes = config("cron = \"0 */5 * * * *\"", "1m");
+        assert_eq!(stale_at(&every_5_minutes, since), Some("2026-11-25T10:16:00Z".parse().unwrap()));
+        // Weekdays at nine: from a Friday's tick, stale after the third weekday, Wednesday.
+        let weekdays = config("cron = \"0 0 9 * * MON-FRI\"", "30s");
+        let friday: DateTime<Utc> = "2026-11-27T09:00:00Z".parse().unwrap();
+        assert_eq!(stale_at(&weekdays, friday), Some("2026-12-02T09:00:30Z".parse().unwrap()));
+    }
 
     /// Whether `drive` signals a tick before its first wait, for each kind of schedule.
     #[tokio::test]

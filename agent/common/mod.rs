@@ -2,7 +2,9 @@
 //! own. Django's timestamp text, the config's problem list and value parsers, secrets that never
 //! print, and a small random generator.
 
+pub(crate) mod deadline;
 pub mod django_time;
+pub mod logging;
 pub(crate) mod problems;
 pub(crate) mod random;
 pub(crate) mod redact;

@@ -21,6 +21,19 @@ use crate::http::pacing::Pacing;
 use crate::http::{self, Failure};
 use crate::telemetry::Telemetry;
 
+/// For `check --targets`: asks the gateway whether it is ready, `GET /-/ready` beside the
+/// group's `/metrics/job/…` path, through the target's TLS, auth and proxy.
+pub(crate) async fn probe(config: &PushgatewayConfig) -> Result<(), Failure> {
+    let client = config
+        .http
+        .client(config.timeout)
+        .map_err(|error| Failure::Permanent { reason: format!("cannot set up the client: {error:#}") })?;
+    let mut ready = config.group_url.clone();
+    let prefix = ready.path().split("/metrics/job/").next().unwrap_or("").trim_end_matches('/').to_owned();
+    ready.set_path(&format!("{prefix}/-/ready"));
+    http::send(config.http.authorize(client.get(ready))).await
+}
+
 /// A target at work: its client, and how its retries are paced.
 #[derive(Debug)]
 pub(crate) struct Pushgateway {

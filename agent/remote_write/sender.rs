@@ -162,15 +162,7 @@ impl Sender {
     }
 
     async fn send(&self, batches: &[Batch]) -> Result<(), Failure> {
-        let body = request::encode(batches.iter().flat_map(|batch| &batch.series));
-        let request = self
-            .client
-            .post(self.config.url.clone())
-            .header(CONTENT_ENCODING, "snappy")
-            .header(CONTENT_TYPE, "application/x-protobuf")
-            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-            .body(body);
-        http::send(self.config.http.authorize(request)).await
+        post(&self.client, &self.config, request::encode(batches.iter().flat_map(|batch| &batch.series))).await
     }
 
     async fn record_backlog(&self, telemetry: &Telemetry) -> anyhow::Result<()> {
@@ -178,6 +170,27 @@ impl Sender {
         telemetry.record_backlog(self.name(), backlog);
         Ok(())
     }
+}
+
+/// Posts one write request's `body` to the target.
+async fn post(client: &reqwest::Client, config: &RemoteWriteConfig, body: Vec<u8>) -> Result<(), Failure> {
+    let request = client
+        .post(config.url.clone())
+        .header(CONTENT_ENCODING, "snappy")
+        .header(CONTENT_TYPE, "application/x-protobuf")
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+        .body(body);
+    http::send(config.http.authorize(request)).await
+}
+
+/// For `check --targets`: a write request with no series, which a receiver answers as it would
+/// a real one (its address, TLS, auth and path all tried) and which stores nothing.
+pub(crate) async fn probe(config: &RemoteWriteConfig) -> Result<(), Failure> {
+    let client = config
+        .http
+        .client(config.timeout)
+        .map_err(|error| Failure::Permanent { reason: format!("cannot set up the client: {error:#}") })?;
+    post(&client, config, request::encode([])).await
 }
 
 /// Sends the target's queue until `stop`: whenever a tick queues samples, and after failures

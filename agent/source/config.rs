@@ -18,6 +18,8 @@ pub struct SourceConfig {
     pub window: Duration,
     pub timezone: Tz,
     pub busy_timeout: Duration,
+    /// The longest one tick's reading may take before it is stopped, or abandoned if stuck.
+    pub timeout: Duration,
     /// The most rows one read transaction takes; a tick makes as many reads as the window needs.
     pub rows_per_read: u64,
     pub tables: Tables,
@@ -58,6 +60,8 @@ pub(crate) struct RawSource {
     timezone: Option<Spanned<String>>,
     /// How long a read waits for the app's write lock before the tick fails.
     busy_timeout: Option<Spanned<String>>,
+    /// The longest one tick's reading may take before it is stopped, or abandoned if stuck.
+    timeout: Option<Spanned<String>>,
     /// The most rows one read transaction takes: the longest an app write waits on the agent.
     rows_per_read: Option<Spanned<i64>>,
     /// The API model's table.
@@ -110,6 +114,7 @@ impl RawSource {
         };
         let window = duration(problems, self.window.as_ref(), "source.window", "24h");
         let busy_timeout = duration(problems, self.busy_timeout.as_ref(), "source.busy_timeout", "5s");
+        let timeout = duration(problems, self.timeout.as_ref(), "source.timeout", "30s");
         let timezone = match &self.timezone {
             None => Tz::UTC,
             Some(zone) => zone.get_ref().parse::<Tz>().unwrap_or_else(|_| {
@@ -144,6 +149,7 @@ impl RawSource {
             window,
             timezone,
             busy_timeout,
+            timeout,
             tables: Tables { api: self.api_table, status: self.status_table, transaction: self.transaction_table },
         }
     }

@@ -21,6 +21,7 @@ use self::config::{SourceConfig, Tables};
 pub use self::read::{RawCounts, read_counts};
 use self::read::{ReadMethod, TimeIndex, chosen_method, quoted, read_queries, time_indexes};
 pub use self::window_count::WindowBounds;
+use crate::common::deadline::Cancel;
 use crate::common::django_time::django_timestamp;
 
 /// Rows dated this far past the agent's clock are counted as in the future: an app server's
@@ -41,8 +42,9 @@ pub(crate) struct WindowRead {
 const REQUIRED_COLUMNS: [(&str, &[&str]); 3] =
     [("api", &["id", "name"]), ("status", &["id", "name"]), ("transaction", &["api_id", "status_id", "time_modified"])];
 
-/// Opens the database read-only and checks that it holds the app's tables.
-pub(crate) fn open(source: &SourceConfig) -> anyhow::Result<Connection> {
+/// Opens the database read-only and checks that it holds the app's tables. Once `cancel` is
+/// set, every statement on the connection and every wait for a lock stops with an error.
+pub(crate) fn open(source: &SourceConfig, cancel: &Cancel) -> anyhow::Result<Connection> {
     let path = &source.database;
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     database_file::refuse_what_is_no_readable_file(path)
@@ -52,7 +54,9 @@ pub(crate) fn open(source: &SourceConfig) -> anyhow::Result<Connection> {
     let connection = Connection::open_with_flags(read_only_uri(path), flags)
         .map_err(|error| describe(error, source))
         .with_context(|| format!("opening {} (source.database)", path.display()))?;
-    wait_for_locks(&connection, source.busy_timeout)?;
+    wait_for_locks(&connection, source.busy_timeout, cancel)?;
+    let stop = cancel.clone();
+    connection.progress_handler(PROGRESS_EVERY, Some(move || stop.is_cancelled()))?;
     connection
         .pragma_update(None, "query_only", true)
         .map_err(|error| describe(error, source))
@@ -65,23 +69,30 @@ pub(crate) fn open(source: &SourceConfig) -> anyhow::Result<Connection> {
     Ok(connection)
 }
 
+/// How many of SQLite's VM steps run between two looks at the tick's `Cancel`.
+const PROGRESS_EVERY: std::ffi::c_int = 10_000;
+
 thread_local! {
     /// How many 1 ms polls a read on this thread makes for a lock before it gives up.
     static LOCK_POLLS: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
+    /// The tick's `Cancel` on this thread, which also ends a wait for a lock.
+    static LOCK_CANCEL: std::cell::RefCell<Cancel> = std::cell::RefCell::new(Cancel::default());
 }
 
 /// Waits up to `timeout` for a lock the app holds, polling every millisecond. SQLite's own
 /// handler backs off to 100 ms sleeps, and a tick of many short reads meets the app's writes
 /// often: backing off, it would wait far longer than the writes hold their locks.
-fn wait_for_locks(connection: &Connection, timeout: Duration) -> rusqlite::Result<()> {
+fn wait_for_locks(connection: &Connection, timeout: Duration, cancel: &Cancel) -> rusqlite::Result<()> {
     fn poll(n_polls: i32) -> bool {
-        let go_on = n_polls < LOCK_POLLS.with(std::cell::Cell::get);
+        let cancelled = LOCK_CANCEL.with(|cancel| cancel.borrow().is_cancelled());
+        let go_on = n_polls < LOCK_POLLS.with(std::cell::Cell::get) && !cancelled;
         if go_on {
             std::thread::sleep(Duration::from_millis(1));
         }
         go_on
     }
     LOCK_POLLS.with(|polls| polls.set(timeout.as_millis().min(i32::MAX as u128) as i32));
+    LOCK_CANCEL.with(|slot| *slot.borrow_mut() = cancel.clone());
     connection.busy_handler(Some(poll))
 }
 
@@ -125,6 +136,7 @@ fn describe(error: rusqlite::Error, source: &SourceConfig) -> anyhow::Error {
         );
     }
     match error.sqlite_error_code() {
+        Some(ErrorCode::OperationInterrupted) => anyhow!("the read was stopped: it ran past source.timeout"),
         Some(ErrorCode::NotADatabase) => anyhow!(
             "{} is not a SQLite database (its first bytes are not SQLite's header): point source.database at the \
              app's database file",
@@ -180,10 +192,11 @@ fn table_name<'a>(tables: &'a Tables, role: &str) -> &'a str {
     }
 }
 
-/// One tick's read: open, then count the window ending at `now`. Blocking; call it off the runtime.
-pub(crate) fn read_window(source: &SourceConfig, now: DateTime<Utc>) -> anyhow::Result<WindowRead> {
+/// One tick's read: open, then count the window ending at `now`; stops with an error once
+/// `cancel` is set. Blocking; call it off the runtime.
+pub(crate) fn read_window(source: &SourceConfig, now: DateTime<Utc>, cancel: &Cancel) -> anyhow::Result<WindowRead> {
     let started = Instant::now();
-    let connection = open(source)?;
+    let connection = open(source, cancel)?;
     let window_start = now - source.window;
     let bounds = WindowBounds {
         start: django_timestamp(window_start, source.timezone),
@@ -228,8 +241,8 @@ pub(crate) fn explain(connection: &Connection, tables: &Tables) -> anyhow::Resul
 
 /// `check`'s report: the database opened, its size, how the window will be read, and a warning
 /// when no index leads with `time_modified` (every tick then reads the whole table).
-pub fn check(source: &SourceConfig) -> anyhow::Result<String> {
-    let connection = open(source)?;
+pub(crate) fn check(source: &SourceConfig, cancel: &Cancel) -> anyhow::Result<String> {
+    let connection = open(source, cancel)?;
     let plan = explain(&connection, &source.tables)
         .map_err(|error| match error.downcast::<rusqlite::Error>() {
             Ok(error) => describe(error, source),

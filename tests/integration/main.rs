@@ -1,6 +1,8 @@
 //! The integration tests, built into one binary: the agent as a user runs it, against databases
 //! made from `schema/django.sql` (and one made by Django itself), checked by what a user sees.
 
+mod bounded_ticks;
+mod check;
 mod cli;
 mod database_states;
 mod django;

@@ -1,0 +1,102 @@
+//! `check`: what `run` needs, tried without running. The config has been validated by the time
+//! this runs; here the database is opened read-only (within `source.timeout`) and explained,
+//! `state_dir` is tried for writing where the remote-write queues will live, and with
+//! `--targets` every push target is asked for an answer. Nothing is sent but those probes, and
+//! nothing is left behind.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Instant;
+
+use tokio::task::JoinSet;
+
+use crate::common::deadline::Watchdog;
+use crate::config::Config;
+use crate::http::Failure;
+use crate::{pushgateway, remote_write, source};
+
+/// What `check` found: its report, and each thing that would stop `run` from working.
+#[derive(Debug, Default)]
+pub struct CheckReport {
+    pub text: String,
+    pub failures: Vec<String>,
+}
+
+/// Checks the database, `state_dir` and, with `targets`, every push target.
+pub async fn check(config: &Config, targets: bool) -> CheckReport {
+    let mut report = CheckReport::default();
+    let source_config = config.source.clone();
+    let what = format!("checking {} (source.database)", source_config.database.display());
+    let database = Watchdog::default()
+        .run(&what, config.source.timeout, move |cancel| source::check(&source_config, cancel))
+        .await;
+    match database {
+        Ok(text) => report.text.push_str(&text),
+        Err(error) => report.failures.push(format!("{error:#}")),
+    }
+    if !config.remote_writes.is_empty() {
+        match try_writing(&config.state_dir) {
+            Ok(()) => {
+                let _ = writeln!(report.text, "agent.state_dir {}: writable", config.state_dir.display());
+            }
+            Err(error) => report.failures.push(format!(
+                "agent.state_dir {}: cannot be written ({error}); the remote-write queues live there: create it \
+                 writable to the agent's user, or point agent.state_dir elsewhere",
+                config.state_dir.display()
+            )),
+        }
+    }
+    if targets {
+        probe_targets(config, &mut report).await;
+    }
+    report
+}
+
+/// Creates and removes a file in `directory`, or in its nearest existing ancestor if it does not
+/// exist yet (the agent creates it on start).
+fn try_writing(directory: &Path) -> std::io::Result<()> {
+    let existing = directory.ancestors().find(|ancestor| ancestor.exists()).unwrap_or(Path::new("."));
+    if !existing.is_dir() {
+        return Err(std::io::Error::other(format!("{} is not a directory", existing.display())));
+    }
+    let probe = existing.join(format!(".apimetrics-agent-check-{}", std::process::id()));
+    std::fs::OpenOptions::new().write(true).create_new(true).open(&probe)?;
+    std::fs::remove_file(&probe)
+}
+
+/// Asks every target at once; each line says what it answered and how long that took.
+async fn probe_targets(config: &Config, report: &mut CheckReport) {
+    let mut probes = JoinSet::new();
+    for (index, target) in config.pushgateways.iter().enumerate() {
+        let target = target.clone();
+        probes.spawn(async move {
+            let started = Instant::now();
+            let answer = pushgateway::probe(&target).await;
+            (format!("pushgateway[{index}] {}", target.name()), "ready", answer, started.elapsed())
+        });
+    }
+    for (index, target) in config.remote_writes.iter().enumerate() {
+        let target = target.clone();
+        probes.spawn(async move {
+            let started = Instant::now();
+            let answer = remote_write::sender::probe(&target).await;
+            let name = format!("remote_write[{index}] {} ({})", target.name, target.url);
+            (name, "accepted an empty write request", answer, started.elapsed())
+        });
+    }
+    let mut lines = Vec::new();
+    while let Some(Ok((name, success, answer, took))) = probes.join_next().await {
+        let took = format!("{} ms", took.as_millis());
+        match answer {
+            Ok(()) => lines.push(format!("{name}: {success} in {took}")),
+            Err(Failure::Retryable { reason, .. } | Failure::Permanent { reason }) => {
+                report.failures.push(format!("{name}: {reason} (after {took})"))
+            }
+        }
+    }
+    lines.sort();
+    for line in lines {
+        let _ = writeln!(report.text, "{line}");
+    }
+    report.failures.sort();
+}

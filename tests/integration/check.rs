@@ -1,0 +1,97 @@
+//! `check` tries what `run` needs: the database, `agent.state_dir` where remote-write queues
+//! live, and with `--targets` every push target, against Debian's Pushgateway and Prometheus up
+//! and down.
+
+use std::os::unix::fs::PermissionsExt;
+
+use crate::peers::{prometheus_receiver, pushgateway};
+use crate::support::*;
+
+fn remote_write_to(port: u16) -> String {
+    format!("[[remote_write]]\nname = \"central\"\nurl = \"http://127.0.0.1:{port}/api/v1/write\"\ntimeout = \"2s\"\n")
+}
+
+#[test]
+fn check_refuses_a_state_dir_that_cannot_be_written() {
+    let site = site_with_transactions();
+    // A path under a file, which no user can create.
+    let config = site.config("15s", &format!("[agent]\nstate_dir = \"app.sqlite3/state\"\n{}", remote_write_to(9)));
+    let output = run_agent(&config, &["check"]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains("agent.state_dir ") && message.contains("app.sqlite3/state: cannot be written"),
+        "{message}"
+    );
+    assert!(message.contains("is not a directory"), "{message}");
+    assert!(stdout(&output).contains("opened read-only"), "the database was still checked: {}", stdout(&output));
+
+    // A folder the agent's user may not write: root's, 0755, with the agent as nobody.
+    let folder = site.directory.path().join("root-only");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::set_permissions(site.directory.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(site.database(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let config = site.config("15s", &format!("[agent]\nstate_dir = \"root-only/state\"\n{}", remote_write_to(9)));
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = run_agent_as_nobody(&config, &["check"]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains("root-only/state: cannot be written") && message.contains("Permission denied"),
+        "{message}"
+    );
+    assert!(!folder.join("state").exists(), "check created nothing");
+
+    // Without remote-write targets, state_dir is not needed.
+    let config = site.config("15s", "[agent]\nstate_dir = \"app.sqlite3/state\"\n");
+    let output = run_agent(&config, &["check"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+}
+
+#[test]
+fn check_targets_asks_every_target_and_says_how_each_answered() {
+    let site = site_with_transactions();
+    let gateway = pushgateway(None);
+    let receiver_port = free_port();
+    let receiver = prometheus_receiver(site.directory.path(), receiver_port);
+    let config = site.config(
+        "15s",
+        &format!(
+            "[[pushgateway]]\nurl = \"http://127.0.0.1:{}\"\ntimeout = \"2s\"\n{}",
+            gateway.port,
+            remote_write_to(receiver_port)
+        ),
+    );
+    let output = run_agent(&config, &["check", "--targets"]);
+    let (out, err) = (stdout(&output), stderr(&output));
+    assert_eq!(output.status.code(), Some(0), "{out}\n{err}");
+    let gateway_line = out.lines().find(|line| line.starts_with("pushgateway[0] ")).unwrap_or_else(|| panic!("{out}"));
+    assert!(gateway_line.contains(": ready in ") && gateway_line.ends_with(" ms"), "{gateway_line}");
+    let receiver_line =
+        out.lines().find(|line| line.starts_with("remote_write[0] central")).unwrap_or_else(|| panic!("{out}"));
+    assert!(receiver_line.contains("accepted an empty write request in "), "{receiver_line}");
+    // Nothing was stored by the probe: the receiver has no series.
+    let (_, series) = http_get(&format!(
+        "http://127.0.0.1:{receiver_port}/api/v1/series?match[]={{__name__=~\".+\",job!=\"prometheus\"}}"
+    ))
+    .unwrap();
+    assert!(series.contains("\"data\":[]"), "{series}");
+    // Without --targets, nothing is asked.
+    assert!(!stdout(&run_agent(&config, &["check"])).contains("pushgateway[0]"));
+
+    // Both down: check fails, naming each target and what went wrong.
+    gateway.stop();
+    receiver.stop();
+    let output = run_agent(&config, &["check", "--targets"]);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(
+        err.lines().any(|line| line.starts_with("error: pushgateway[0] ") && line.contains("cannot connect")),
+        "{err}"
+    );
+    assert!(
+        err.lines().any(|line| line.starts_with("error: remote_write[0] central") && line.contains("cannot connect")),
+        "{err}"
+    );
+    assert!(stdout(&output).contains("opened read-only"), "the database was still checked");
+}
