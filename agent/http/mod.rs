@@ -97,14 +97,22 @@ pub(crate) async fn send(request: reqwest::RequestBuilder) -> Result<(), Failure
     let body = body.trim();
     let mut reason = format!("HTTP {status}");
     if !body.is_empty() {
-        let shown: String = body.chars().take(500).collect();
-        reason.push_str(&format!(": {shown}"));
+        reason.push_str(": ");
+        reason.extend(body.chars().take(500).flat_map(escape_control));
     }
     if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
         Err(Failure::Retryable { reason, retry_after })
     } else {
         Err(Failure::Permanent { reason })
     }
+}
+
+/// A character of text from outside as it may be shown: control characters (a line break, an
+/// escape sequence) written as escapes, so no answer can start a line of its own.
+fn escape_control(character: char) -> impl Iterator<Item = char> {
+    let escaped = character.is_control().then(|| character.escape_default());
+    let plain = escaped.is_none().then_some(character);
+    escaped.into_iter().flatten().chain(plain)
 }
 
 fn describe_request_error(error: &reqwest::Error) -> String {
@@ -141,6 +149,12 @@ fn parse_retry_after(value: &HeaderValue) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_from_outside_are_escaped() {
+        let shown: String = "bad\n\u{1b}[31mred\tü".chars().flat_map(escape_control).collect();
+        assert_eq!(shown, "bad\\n\\u{1b}[31mred\\tü");
+    }
 
     #[test]
     fn retry_after_is_read_as_seconds_or_a_date() {

@@ -6,6 +6,7 @@ mod check;
 mod cli;
 mod database_states;
 mod django;
+mod logs;
 mod module_graph;
 mod no_harm;
 mod peers;
