@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::common::files::read_regular_text;
 use crate::common::problems::{Problems, duration, line_of};
 use crate::common::redact::redacted_config;
 use crate::exposition::config::{MetricConfig, RawLabels, RawMetric, validate_labels};
@@ -91,7 +92,7 @@ impl std::error::Error for ConfigError {}
 
 /// Reads and validates the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
+    let text = read_regular_text(path).map_err(|error| ConfigError {
         path: path.to_owned(),
         problems: vec![format!("cannot read it: {error} (pass --config PATH or set APIMETRICS_CONFIG)")],
     })?;

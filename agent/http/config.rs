@@ -9,6 +9,7 @@ use reqwest::{Certificate, Identity, Url};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::common::files::{read_regular_file, read_regular_text};
 use crate::common::problems::Problems;
 use crate::common::redact::Secret;
 
@@ -205,7 +206,7 @@ fn read_file(
     base: &Path,
 ) -> Option<Vec<u8>> {
     let path = base.join(file);
-    std::fs::read(&path)
+    read_regular_file(&path)
         .map_err(|error| problems.at(span, key, format_args!("cannot read {}: {error}", path.display())))
         .ok()
 }
@@ -216,7 +217,7 @@ fn check<T>(problems: &mut Problems<'_>, span: &Spanned<RawTls>, key: &str, pars
 
 fn read_secret(problems: &mut Problems<'_>, key: &str, file: &Spanned<String>, base: &Path) -> Option<Secret> {
     let path = base.join(file.get_ref());
-    match std::fs::read_to_string(&path) {
+    match read_regular_text(&path) {
         Ok(text) if text.trim_end_matches(['\r', '\n']).is_empty() => {
             problems.at(file, key, format_args!("{} is empty", path.display()));
             None

@@ -95,3 +95,49 @@ fn check_targets_asks_every_target_and_says_how_each_answered() {
     );
     assert!(stdout(&output).contains("opened read-only"), "the database was still checked");
 }
+
+/// Runs `check` on `config`, failing the test if it has not finished within ten seconds.
+fn check_within_seconds(config: &std::path::Path) -> std::process::Output {
+    let mut child = agent(config)
+        .arg("check")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let finished = wait_for("check to finish", std::time::Duration::from_secs(10), || child.try_wait().unwrap());
+    assert!(finished.code().is_some());
+    child.wait_with_output().unwrap()
+}
+
+fn mkfifo(path: &std::path::Path) {
+    let name = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0, "mkfifo {}", path.display());
+}
+
+#[test]
+fn a_named_pipe_where_the_config_names_a_file_is_refused_never_waited_on() {
+    let site = site_with_transactions();
+    let fifo_config = site.directory.path().join("fifo.toml");
+    mkfifo(&fifo_config);
+    let output = check_within_seconds(&fifo_config);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("cannot read it: it is a named pipe (FIFO), not a regular file"),
+        "{}",
+        stderr(&output)
+    );
+
+    mkfifo(&site.directory.path().join("password"));
+    mkfifo(&site.directory.path().join("ca.pem"));
+    let config = site.config(
+        "15s",
+        "[[remote_write]]\nname = \"central\"\nurl = \"https://127.0.0.1:9/api/v1/write\"\n\
+         basic_auth = { username = \"site\", password_file = \"password\" }\ntls = { ca_file = \"ca.pem\" }\n",
+    );
+    let output = check_within_seconds(&config);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert!(message.contains("password: it is a named pipe (FIFO), not a regular file"), "{message}");
+    assert!(message.contains("ca.pem: it is a named pipe (FIFO), not a regular file"), "{message}");
+}

@@ -1,0 +1,72 @@
+//! Reading the small files a config names (the config itself, password and token files, TLS
+//! certificates and keys) without ever hanging: a named pipe in their place would block a plain
+//! read for ever, holding up `check`, the start or a reload; a device could be endless.
+
+use std::fs::OpenOptions;
+use std::io::{Error, ErrorKind, Read};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::Path;
+
+/// The most a config-named file may hold; more is refused, not read.
+const MAX_BYTES: u64 = 16 << 20;
+
+/// Reads the regular file at `path`; anything else (a named pipe, a directory, a socket, a
+/// device) or a file over 16 MiB is an error saying what stands there.
+pub fn read_regular_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    // Not blocking: opening a named pipe for reading would otherwise wait for a writer.
+    let file = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+    let metadata = file.metadata()?;
+    let kind = metadata.file_type();
+    let what = if kind.is_file() {
+        None
+    } else if kind.is_dir() {
+        Some("a directory")
+    } else if kind.is_fifo() {
+        Some("a named pipe (FIFO)")
+    } else if kind.is_socket() {
+        Some("a socket")
+    } else {
+        Some("a device")
+    };
+    if let Some(what) = what {
+        return Err(Error::new(ErrorKind::InvalidInput, format!("it is {what}, not a regular file")));
+    }
+    if metadata.len() > MAX_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("it holds {} bytes, more than 16 MiB", metadata.len()),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    file.take(MAX_BYTES + 1).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// `read_regular_file`, as UTF-8 text.
+pub fn read_regular_text(path: &Path) -> std::io::Result<String> {
+    String::from_utf8(read_regular_file(path)?).map_err(|_| Error::new(ErrorKind::InvalidData, "it is not UTF-8 text"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::CString;
+
+    use super::*;
+
+    #[test]
+    fn only_regular_files_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        std::fs::write(&file, "a = 1\n").unwrap();
+        assert_eq!(read_regular_text(&file).unwrap(), "a = 1\n");
+        let fifo = dir.path().join("fifo");
+        assert_eq!(unsafe { libc::mkfifo(CString::new(fifo.to_str().unwrap()).unwrap().as_ptr(), 0o600) }, 0);
+        let refused = |path: &Path| read_regular_file(path).unwrap_err().to_string();
+        assert_eq!(refused(&fifo), "it is a named pipe (FIFO), not a regular file");
+        assert_eq!(refused(dir.path()), "it is a directory, not a regular file");
+        assert_eq!(refused(Path::new("/dev/zero")), "it is a device, not a regular file");
+        assert_eq!(read_regular_file(&dir.path().join("nothing")).unwrap_err().kind(), ErrorKind::NotFound);
+        std::fs::write(&file, [0xff, 0xfe]).unwrap();
+        assert_eq!(read_regular_text(&file).unwrap_err().to_string(), "it is not UTF-8 text");
+    }
+}
