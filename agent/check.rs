@@ -28,7 +28,7 @@ pub async fn check(config: &Config, targets: bool) -> CheckReport {
     let source_config = config.source.clone();
     let what = format!("checking {} (source.database)", source_config.database.display());
     let database = Watchdog::default()
-        .run(&what, config.source.timeout, move |cancel| source::check(&source_config, cancel))
+        .run(&what, (config.source.timeout, "source.timeout"), move |cancel| source::check(&source_config, cancel))
         .await;
     match database {
         Ok(text) => report.text.push_str(&text),

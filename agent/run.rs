@@ -32,6 +32,9 @@ use crate::ticker;
 /// them. Outlets replaced at a reload get as long.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// The longest reading and checking the config may take at a reload before it is refused.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Runs until `shutdown` resolves (SIGTERM or SIGINT in the binary), then stops cleanly.
 /// SIGHUP re-reads the config; a config that fails validation is refused and the agent goes on.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -59,6 +62,8 @@ struct Agent {
     tasks: TaskTracker,
     /// Bounds each tick's read, and keeps at most one stuck read.
     watchdog: Watchdog,
+    /// Bounds reading the config at a reload (a hung file system must not hold the loop).
+    reload_watchdog: Watchdog,
     /// When the agent started: health goes stale from here until a first snapshot.
     started_at: chrono::DateTime<Utc>,
 }
@@ -105,6 +110,7 @@ impl Agent {
             stop,
             tasks,
             watchdog: Watchdog::default(),
+            reload_watchdog: Watchdog::default(),
             started_at: Utc::now(),
         })
     }
@@ -164,15 +170,18 @@ impl Agent {
     async fn reload(&mut self) -> Result<(), String> {
         let old = self.config();
         let path = old.path.clone();
-        let new = match tokio::task::spawn_blocking(move || config::load(&path)).await {
-            Ok(Ok(config)) => Arc::new(config),
-            Ok(Err(refused)) => {
-                let message = refused.to_string();
+        let what = format!("reading the config {}", path.display());
+        let loaded = self.reload_watchdog.run(&what, (RELOAD_TIMEOUT, "the reload's limit"), move |_| {
+            config::load(&path).map_err(|refused| anyhow::anyhow!(refused.to_string()))
+        });
+        let new = match loaded.await {
+            Ok(config) => Arc::new(config),
+            Err(refused) => {
+                let message = format!("{refused:#}");
                 error!(error = %message, "reload refused; running on as before");
                 self.telemetry.record_reload(false, Utc::now());
                 return Err(message);
             }
-            Err(error) => return Err(error.to_string()),
         };
         if (new.scrape_listen, new.enable_reload) != (old.scrape_listen, old.enable_reload) {
             warn!("the [scrape] table changed; it takes effect when the agent restarts");
@@ -340,7 +349,7 @@ async fn take_snapshot(
         let config = config.clone();
         let what = format!("reading {} (source.database)", config.source.database.display());
         watchdog
-            .run(&what, config.source.timeout, move |cancel| {
+            .run(&what, (config.source.timeout, "source.timeout"), move |cancel| {
                 Snapshot::take_unless_cancelled(&config.source, config.metric.zero_fill, now, cancel)
             })
             .await

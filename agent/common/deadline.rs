@@ -45,11 +45,12 @@ struct Abandoned {
 
 impl Watchdog {
     /// Runs `work` on a thread of its own and waits up to `timeout` for it; `what` names it in
-    /// errors and logs. Fails at once while an earlier piece is still stuck.
+    /// errors and logs, `limit` the setting the timeout comes from. Fails at once while an
+    /// earlier piece is still stuck.
     pub(crate) async fn run<T: Send + 'static>(
         &self,
         what: &str,
-        timeout: Duration,
+        (timeout, limit): (Duration, &str),
         work: impl FnOnce(&Cancel) -> anyhow::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
         self.refuse_while_stuck()?;
@@ -73,12 +74,12 @@ impl Watchdog {
         };
         cancel.cancel();
         if tokio::time::timeout(STOP_GRACE, &mut result).await.is_ok() {
-            return Err(anyhow!("{what}: timed out after {overran} (source.timeout); the read was stopped"));
+            return Err(anyhow!("{what}: timed out after {overran} ({limit}); the read was stopped"));
         }
         warn!(what, timeout = %overran, "a read is stuck in a system call and does not stop: abandoning it");
         *self.lock() = Some(Abandoned { what: what.to_owned(), since: started, returned });
         Err(anyhow!(
-            "{what}: timed out after {overran} (source.timeout), stuck in a system call (a FIFO, a dead network \
+            "{what}: timed out after {overran} ({limit}), stuck in a system call (a FIFO, a dead network \
              mount, a hung disk?); it was abandoned, and no new read starts until it returns"
         ))
     }
@@ -113,32 +114,33 @@ mod tests {
     #[tokio::test]
     async fn work_that_stops_when_told_is_stopped_and_work_that_does_not_is_abandoned_once() {
         let watchdog = Watchdog::default();
-        let quick = watchdog.run("quick", Duration::from_secs(5), |_| Ok(7)).await.unwrap();
+        let quick = watchdog.run("quick", (Duration::from_secs(5), "a limit"), |_| Ok(7)).await.unwrap();
         assert_eq!(quick, 7);
 
-        let polite = watchdog.run("polite", Duration::from_millis(50), |cancel| {
+        let polite = watchdog.run("polite", (Duration::from_millis(50), "a limit"), |cancel| {
             while !cancel.is_cancelled() {
                 std::thread::sleep(Duration::from_millis(1));
             }
             Ok(())
         });
         let error = polite.await.unwrap_err().to_string();
-        assert!(error.contains("timed out after 50ms") && error.contains("was stopped"), "{error}");
+        assert!(error.contains("timed out after 50ms (a limit)") && error.contains("was stopped"), "{error}");
 
         let (release, released) = std::sync::mpsc::channel::<()>();
-        let stubborn = watchdog.run("stubborn", Duration::from_millis(50), move |_| {
+        let stubborn = watchdog.run("stubborn", (Duration::from_millis(50), "a limit"), move |_| {
             let _ = released.recv();
             Ok(())
         });
         let error = stubborn.await.unwrap_err().to_string();
         assert!(error.contains("stuck in a system call") && error.contains("abandoned"), "{error}");
-        let refused = watchdog.run("next", Duration::from_secs(5), |_| Ok(())).await.unwrap_err().to_string();
+        let refused =
+            watchdog.run("next", (Duration::from_secs(5), "a limit"), |_| Ok(())).await.unwrap_err().to_string();
         assert!(refused.starts_with("stubborn: an earlier read has been stuck"), "{refused}");
 
         release.send(()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            match watchdog.run("next", Duration::from_secs(5), |_| Ok(())).await {
+            match watchdog.run("next", (Duration::from_secs(5), "a limit"), |_| Ok(())).await {
                 Ok(()) => break,
                 Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(5)).await,
                 Err(error) => panic!("the stuck work returned, yet: {error}"),
