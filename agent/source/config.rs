@@ -45,7 +45,7 @@ impl Default for Tables {
 
 /// Rows per read transaction unless `rows_per_read` says otherwise: chosen by the writer
 /// benchmark (README, "The app's writes").
-const DEFAULT_ROWS_PER_READ: u64 = 10_000;
+const DEFAULT_ROWS_PER_READ: u64 = 5_000;
 const ROWS_PER_READ_RANGE: std::ops::RangeInclusive<i64> = 100..=10_000_000;
 
 /// `[source]` as written.
