@@ -1,6 +1,6 @@
 //! `check`: what `run` needs, tried without running. The config has been validated by the time
 //! this runs; here the database is opened read-only (within `source.timeout`) and explained,
-//! `state_dir` is tried for writing where the remote-write queues will live, and with
+//! `state_dir` is tried for writing (the agent's lock and the remote-write queues live there), and with
 //! `--targets` every push target is asked for an answer. Nothing is sent but those probes, and
 //! nothing is left behind.
 
@@ -11,6 +11,7 @@ use std::time::Instant;
 use tokio::task::JoinSet;
 
 use crate::common::deadline::Watchdog;
+use crate::common::instance_lock;
 use crate::config::Config;
 use crate::http::Failure;
 use crate::{pushgateway, remote_write, source};
@@ -34,17 +35,23 @@ pub async fn check(config: &Config, targets: bool) -> CheckReport {
         Ok(text) => report.text.push_str(&text),
         Err(error) => report.failures.push(format!("{error:#}")),
     }
-    if !config.remote_writes.is_empty() {
-        match try_writing(&config.state_dir) {
-            Ok(()) => {
-                let _ = writeln!(report.text, "agent.state_dir {}: writable", config.state_dir.display());
-            }
-            Err(error) => report.failures.push(format!(
-                "agent.state_dir {}: cannot be written ({error}); the remote-write queues live there: create it \
-                 writable to the agent's user, or point agent.state_dir elsewhere",
-                config.state_dir.display()
-            )),
+    match (try_writing(&config.state_dir), instance_lock::holder(&config.state_dir)) {
+        (Ok(()), None) => {
+            let _ = writeln!(report.text, "agent.state_dir {}: writable", config.state_dir.display());
         }
+        (Ok(()), Some(pid)) => {
+            let _ = writeln!(
+                report.text,
+                "agent.state_dir {}: writable, and in use by a running agent (pid {pid}): `run` or `once` there \
+                 would be refused",
+                config.state_dir.display()
+            );
+        }
+        (Err(error), _) => report.failures.push(format!(
+            "agent.state_dir {}: cannot be written ({error}); the agent keeps its lock and the remote-write queues \
+             there: create it writable to the agent's user, or point agent.state_dir elsewhere",
+            config.state_dir.display()
+        )),
     }
     if targets {
         probe_targets(config, &mut report).await;

@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::common::deadline::Watchdog;
+use crate::common::instance_lock::InstanceLock;
 use crate::config::{self, Config};
 use crate::exposition::Rendered;
 use crate::pushgateway::{self, Pushgateway};
@@ -66,12 +67,15 @@ struct Agent {
     reload_watchdog: Watchdog,
     /// When the agent started: health goes stale from here until a first snapshot.
     started_at: chrono::DateTime<Utc>,
+    /// This agent's claim on `state_dir`, held until it exits.
+    _instance_lock: InstanceLock,
 }
 
 impl Agent {
     /// Binds the scrape endpoint, opens the queues, starts a delivery task per target and the
     /// ticker.
     async fn start(config: Config) -> anyhow::Result<Agent> {
+        let instance_lock = InstanceLock::acquire(&config.state_dir)?;
         let config = Arc::new(config);
         let telemetry = Arc::new(Telemetry::default());
         telemetry.set_targets(target_names(&config));
@@ -112,6 +116,7 @@ impl Agent {
             watchdog: Watchdog::default(),
             reload_watchdog: Watchdog::default(),
             started_at: Utc::now(),
+            _instance_lock: instance_lock,
         })
     }
 
@@ -437,6 +442,7 @@ pub async fn once(config: Config, dry_run: bool) -> anyhow::Result<Option<String
     if dry_run {
         return Ok(Some(rendered.body.clone()));
     }
+    let _instance_lock = InstanceLock::acquire(&config.state_dir)?;
     let remote_writes = open_remote_writes(&config)?;
     enqueue(&remote_writes, &rendered).await;
     let mut pushes = JoinSet::new();

@@ -5,6 +5,7 @@
 pub(crate) mod deadline;
 pub mod django_time;
 pub mod files;
+pub mod instance_lock;
 pub mod logging;
 pub(crate) mod problems;
 pub(crate) mod random;

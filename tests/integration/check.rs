@@ -42,10 +42,48 @@ fn check_refuses_a_state_dir_that_cannot_be_written() {
     );
     assert!(!folder.join("state").exists(), "check created nothing");
 
-    // Without remote-write targets, state_dir is not needed.
+    // Without remote-write targets too: the agent's lock lives there.
     let config = site.config("15s", "[agent]\nstate_dir = \"app.sqlite3/state\"\n");
     let output = run_agent(&config, &["check"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+}
+
+#[test]
+fn one_agent_per_state_dir_and_a_killed_one_leaves_nothing_to_clean_up() {
+    let site = site_with_transactions();
+    let port = free_port();
+    let config = site.config("15s", &format!("[scrape]\nlisten = \"127.0.0.1:{port}\"\n{}", remote_write_to(9)));
+    let mut first = Running::start(&config, port);
+    let pid = first.child.id();
+    let state_dir = site.directory.path().join("state");
+
+    // A second `run` on the same state_dir (another scrape port) is refused, naming both.
+    let other_port = free_port();
+    let second = site.write_config(
+        "second.toml",
+        &std::fs::read_to_string(&config).unwrap().replace(&port.to_string(), &other_port.to_string()),
+    );
+    for command in [&["run"][..], &["once"]] {
+        let output = run_agent(&second, command);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{command:?}: {message}");
+        let expected = format!("another agent (pid {pid}) is running on agent.state_dir {}", state_dir.display());
+        assert!(message.contains(&expected), "{command:?}: {message}");
+    }
+    // `once --dry-run` sends nothing and queues nothing: it may run beside.
+    assert_eq!(run_agent(&second, &["once", "--dry-run"]).status.code(), Some(0));
+    // `check` does not take the lock, and says who holds it.
+    let output = run_agent(&second, &["check"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stdout(&output).contains(&format!("in use by a running agent (pid {pid})")), "{}", stdout(&output));
+
+    // Killed without a word, the first leaves the lock to the next agent.
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    drop(first);
+    let next = Running::start(&second, other_port);
+    let (status, log) = next.terminate();
+    assert_eq!(status.code(), Some(0), "{log}");
 }
 
 #[test]

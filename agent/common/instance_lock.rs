@@ -1,0 +1,76 @@
+//! One agent per `state_dir`: two agents on the same queues would send every sample twice. The
+//! lock is a POSIX record lock on `state_dir/agent.lock`, which the kernel releases when the
+//! process ends, however it ends, so a `kill -9` leaves nothing to clean up; and which another
+//! process can test without taking (`F_GETLK`), learning the holder's pid.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+
+const LOCK_FILE: &str = "agent.lock";
+
+/// Held while the agent runs; dropping it (or the process ending) releases it.
+#[derive(Debug)]
+pub struct InstanceLock {
+    _file: File,
+}
+
+impl InstanceLock {
+    /// Takes the lock on `state_dir`, creating the folder; fails naming the folder and the pid
+    /// of the agent holding it.
+    pub fn acquire(state_dir: &Path) -> anyhow::Result<InstanceLock> {
+        std::fs::create_dir_all(state_dir)
+            .with_context(|| format!("creating agent.state_dir {}", state_dir.display()))?;
+        let path = state_dir.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        if let Err(error) = lock(&file, libc::F_SETLK) {
+            if !matches!(error.raw_os_error(), Some(libc::EACCES | libc::EAGAIN)) {
+                return Err(error).with_context(|| format!("locking {}", path.display()));
+            }
+            bail!(
+                "another agent{} is running on agent.state_dir {}: two agents on the same queues would send every \
+                 sample twice; stop it, or give this one a state_dir of its own",
+                holder(state_dir).map(|pid| format!(" (pid {pid})")).unwrap_or_default(),
+                state_dir.display()
+            );
+        }
+        Ok(InstanceLock { _file: file })
+    }
+}
+
+/// The pid of another process holding the lock on `state_dir`, if one does; tested without
+/// taking it, for `check`.
+pub fn holder(state_dir: &Path) -> Option<u32> {
+    let file = OpenOptions::new().read(true).write(true).open(state_dir.join(LOCK_FILE)).ok()?;
+    let mut probe = whole_file(libc::F_WRLCK);
+    // SAFETY: F_GETLK fills in `probe`, a plain struct this frame owns.
+    let tested = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETLK, &mut probe) };
+    (tested == 0 && probe.l_type != libc::F_UNLCK as libc::c_short).then_some(probe.l_pid as u32)
+}
+
+/// A write lock on the whole of `file`, taken (`F_SETLK`) without waiting.
+fn lock(file: &File, command: libc::c_int) -> std::io::Result<()> {
+    let whole = whole_file(libc::F_WRLCK);
+    // SAFETY: fcntl reads `whole`, a plain struct this frame owns.
+    if unsafe { libc::fcntl(file.as_raw_fd(), command, &whole) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn whole_file(kind: libc::c_int) -> libc::flock {
+    // SAFETY: an all-zero flock is a valid value (start 0, length 0: the whole file).
+    let mut whole: libc::flock = unsafe { std::mem::zeroed() };
+    whole.l_type = kind as libc::c_short;
+    whole.l_whence = libc::SEEK_SET as libc::c_short;
+    whole
+}
