@@ -89,7 +89,7 @@ fn execute_on(cli: Cli, runtime: &tokio::runtime::Runtime) -> anyhow::Result<Exi
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
             let config = config::load(&cli.config)?;
-            runtime.block_on(run::run(config, shutdown_signal()))?;
+            runtime.block_on(run::run(config, shutdown_signal(runtime)?))?;
         }
         Command::Once { dry_run } => {
             let config = config::load(&cli.config)?;
@@ -113,17 +113,23 @@ fn execute_on(cli: Cli, runtime: &tokio::runtime::Runtime) -> anyhow::Result<Exi
             populate::create(&path, &Population::new(rows, apis, seed), force, true)?;
             eprintln!("created {} with {rows} transactions over the last 48 hours", path.display());
         }
-        Command::Demo => runtime.block_on(demo::run(&cli.config, shutdown_signal()))?,
+        Command::Demo => runtime.block_on(demo::run(&cli.config, shutdown_signal(runtime)?))?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Resolves on the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// A future that resolves on the first SIGTERM or SIGINT. The handlers are in place when this
+/// returns, so a signal that comes while the agent is still starting is not lost (nor, by the
+/// default action, the process).
+fn shutdown_signal(runtime: &tokio::runtime::Runtime) -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    let _inside = runtime.enter();
+    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    })
 }

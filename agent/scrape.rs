@@ -68,9 +68,10 @@ async fn status_page(State(endpoint): State<Endpoint>) -> impl IntoResponse {
 }
 
 async fn healthz(State(endpoint): State<Endpoint>) -> impl IntoResponse {
-    let (healthy, text) = endpoint.telemetry.health().describe(Utc::now());
-    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, format!("{text}\n"))
+    match endpoint.telemetry.health().describe(Utc::now()) {
+        (true, _) => (StatusCode::OK, "ok\n".to_owned()),
+        (false, reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
+    }
 }
 
 async fn reload_config(State(endpoint): State<Endpoint>) -> impl IntoResponse {
