@@ -22,10 +22,10 @@ use crate::common::instance_lock::InstanceLock;
 use crate::config::{self, Config};
 use crate::exposition::Rendered;
 use crate::pushgateway::{self, Pushgateway};
-use crate::remote_write::{RemoteWriteTarget, sender};
+use crate::remote_write::{Enqueued, RemoteWriteTarget, sender};
 use crate::scrape::{self, ReloadRequest};
 use crate::snapshot::Snapshot;
-use crate::telemetry::{TargetKind, Telemetry};
+use crate::telemetry::{DropReason, TargetKind, Telemetry};
 use crate::ticker;
 
 /// How long the agent takes at most to stop after SIGTERM or SIGINT, all tasks together: what is
@@ -157,7 +157,7 @@ impl Agent {
         match take_snapshot(&config, &self.telemetry, &self.watchdog).await {
             Ok(rendered) => {
                 self.watch_for_staleness(&config);
-                self.outlets.publish(rendered).await;
+                self.outlets.publish(rendered, &self.telemetry).await;
             }
             Err(error) => warn!(error = %format!("{error:#}"), "tick failed; serving the last good snapshot"),
         }
@@ -326,8 +326,8 @@ impl Outlets {
     }
 
     /// Hands a tick's snapshot to every target: committed to each remote-write queue first.
-    async fn publish(&self, rendered: Arc<Rendered>) {
-        enqueue(&self.remote_writes, &rendered).await;
+    async fn publish(&self, rendered: Arc<Rendered>, telemetry: &Telemetry) {
+        enqueue(&self.remote_writes, &rendered, telemetry).await;
         self.snapshots.send_replace(Some(rendered));
     }
 
@@ -410,17 +410,23 @@ fn open_remote_writes(config: &Config) -> anyhow::Result<Vec<Arc<RemoteWriteTarg
 }
 
 /// Commits the tick's samples to every remote-write queue, each off the runtime and all at once,
-/// before any of them is sent.
-async fn enqueue(targets: &[Arc<RemoteWriteTarget>], rendered: &Arc<Rendered>) {
+/// before any of them is sent; counts the ticks a queue dropped.
+async fn enqueue(targets: &[Arc<RemoteWriteTarget>], rendered: &Arc<Rendered>, telemetry: &Telemetry) {
     let mut queued = JoinSet::new();
     for target in targets {
         let (target, rendered) = (target.clone(), rendered.clone());
-        queued.spawn_blocking(move || target.enqueue(&rendered.snapshot).map_err(|error| (target, error)));
+        queued.spawn_blocking(move || {
+            let outcome = target.enqueue(&rendered.snapshot);
+            (target, outcome)
+        });
     }
     while let Some(joined) = queued.join_next().await {
         match joined {
-            Ok(Ok(())) => {}
-            Ok(Err((target, error))) => {
+            Ok((_, Ok(Enqueued::Queued))) => {}
+            Ok((target, Ok(Enqueued::ClockWentBack { n_samples }))) => {
+                telemetry.record_samples_dropped(target.name(), DropReason::ClockWentBack, n_samples)
+            }
+            Ok((target, Err(error))) => {
                 warn!(target = %target.name(), error = %format!("{error:#}"), "could not queue the tick's samples")
             }
             Err(error) => warn!(%error, "a queueing task failed"),
@@ -444,7 +450,7 @@ pub async fn once(config: Config, dry_run: bool) -> anyhow::Result<Option<String
     }
     let _instance_lock = InstanceLock::acquire(&config.state_dir)?;
     let remote_writes = open_remote_writes(&config)?;
-    enqueue(&remote_writes, &rendered).await;
+    enqueue(&remote_writes, &rendered, &telemetry).await;
     let mut pushes = JoinSet::new();
     for target in &config.pushgateways {
         let mut target = Pushgateway::new(target.clone()).with_context(|| format!("setting up {}", target.name()))?;

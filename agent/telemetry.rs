@@ -23,6 +23,9 @@ pub struct Backlog {
 /// Why remote-write samples were dropped unsent, as the `reason` label says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum DropReason {
+    /// Stamped at or before a sample already queued: the clock went back, and a receiver would
+    /// refuse them.
+    ClockWentBack,
     /// Past `queue.max_bytes`.
     OverSize,
     /// The receiver refused them for good (a 4xx).
@@ -32,10 +35,12 @@ pub(crate) enum DropReason {
 }
 
 impl DropReason {
-    const ALL: [DropReason; 3] = [DropReason::OverSize, DropReason::Rejected, DropReason::TooOld];
+    const ALL: [DropReason; 4] =
+        [DropReason::ClockWentBack, DropReason::OverSize, DropReason::Rejected, DropReason::TooOld];
 
     pub(crate) fn as_str(self) -> &'static str {
         match self {
+            DropReason::ClockWentBack => "clock_went_back",
             DropReason::OverSize => "over_size",
             DropReason::Rejected => "rejected",
             DropReason::TooOld => "too_old",

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::Context;
 use tokio::sync::Notify;
-use tracing::debug;
+use tracing::{debug, info, warn};
 
 use self::config::RemoteWriteConfig;
 use self::queue::Queue;
@@ -42,6 +42,18 @@ pub(crate) struct RemoteWriteTarget {
 struct QueuedTick {
     timestamp_ms: i64,
     label_sets: Vec<LabelSet>,
+    /// Whether ticks are being dropped because the clock is behind `timestamp_ms`.
+    clock_behind: bool,
+}
+
+/// What became of a tick's samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Enqueued {
+    Queued,
+    /// Dropped: stamped at or before a sample already queued, which a receiver would refuse.
+    ClockWentBack {
+        n_samples: u64,
+    },
 }
 
 impl RemoteWriteTarget {
@@ -59,7 +71,7 @@ impl RemoteWriteTarget {
             queue: Arc::new(queue),
             metric,
             labels,
-            previous: Mutex::new(QueuedTick { timestamp_ms: newest, label_sets: Vec::new() }),
+            previous: Mutex::new(QueuedTick { timestamp_ms: newest, label_sets: Vec::new(), clock_behind: false }),
             wake: Arc::new(Notify::new()),
         })
     }
@@ -68,20 +80,36 @@ impl RemoteWriteTarget {
         &self.config.name
     }
 
-    /// Commits a tick's samples to the queue, stamped with the tick's time (moved 1 ms past the
-    /// newest queued if the clock went back), and wakes the sender. Blocking.
-    pub(crate) fn enqueue(&self, snapshot: &Snapshot) -> anyhow::Result<()> {
+    /// Commits a tick's samples to the queue, stamped with the tick's time, and wakes the
+    /// sender. A tick stamped at or before the newest sample ever queued here (the clock went
+    /// back) is dropped instead: a receiver refuses samples out of order. Blocking.
+    pub(crate) fn enqueue(&self, snapshot: &Snapshot) -> anyhow::Result<Enqueued> {
         let mut previous = self.previous.lock().unwrap_or_else(PoisonError::into_inner);
-        let timestamp_ms = snapshot.computed_at.timestamp_millis().max(previous.timestamp_ms + 1);
+        let timestamp_ms = snapshot.computed_at.timestamp_millis();
         let tick = request::tick_series(snapshot, &self.metric, &self.labels, timestamp_ms, &previous.label_sets);
+        if timestamp_ms <= previous.timestamp_ms {
+            if !previous.clock_behind {
+                warn!(
+                    target = %self.name(),
+                    tick_at = %snapshot.computed_at,
+                    newest_queued_at = %chrono::DateTime::from_timestamp_millis(previous.timestamp_ms).unwrap_or_default(),
+                    "the clock went back: dropping ticks until it passes the newest sample queued (a receiver refuses samples out of order)"
+                );
+            }
+            previous.clock_behind = true;
+            return Ok(Enqueued::ClockWentBack { n_samples: tick.series.len() as u64 });
+        }
         self.queue
             .push(timestamp_ms, &tick.series, self.config.max_samples_per_send)
             .with_context(|| format!("queueing the tick for {}", self.name()))?;
-        *previous = QueuedTick { timestamp_ms, label_sets: tick.label_sets };
+        if previous.clock_behind {
+            info!(target = %self.name(), "the clock has passed the newest sample queued: queueing again");
+        }
+        *previous = QueuedTick { timestamp_ms, label_sets: tick.label_sets, clock_behind: false };
         drop(previous);
         debug!(target = %self.name(), timestamp_ms, n_series = tick.series.len(), "queued a tick");
         self.wake.notify_one();
-        Ok(())
+        Ok(Enqueued::Queued)
     }
 
     /// The sending side of this target's queue.

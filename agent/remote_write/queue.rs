@@ -76,6 +76,10 @@ impl Queue {
                      timestamp_ms INTEGER NOT NULL,
                      n_samples INTEGER NOT NULL,
                      body BLOB NOT NULL
+                 );
+                 CREATE TABLE IF NOT EXISTS newest_stamp (
+                     id INTEGER PRIMARY KEY CHECK (id = 1),
+                     timestamp_ms INTEGER NOT NULL
                  );",
             )
             .with_context(|| format!("preparing the queue {}", path.display()))?;
@@ -100,6 +104,11 @@ impl Queue {
                 params![timestamp_ms, n_samples as i64, body],
             )?;
         }
+        transaction.execute(
+            "INSERT INTO newest_stamp (id, timestamp_ms) VALUES (1, ?1)
+             ON CONFLICT (id) DO UPDATE SET timestamp_ms = max(timestamp_ms, excluded.timestamp_ms)",
+            [timestamp_ms],
+        )?;
         transaction.commit().with_context(|| format!("committing to the queue {}", self.path.display()))?;
         Ok(())
     }
@@ -172,9 +181,16 @@ impl Queue {
         Ok(backlog(&self.lock())?)
     }
 
-    /// The newest timestamp queued, so a restarted agent never stamps a sample at or before it.
+    /// The newest timestamp ever queued here, sent or not: a receiver refuses a sample at or
+    /// before it in the same series, so a restarted agent queues none.
     pub(crate) fn newest_timestamp_ms(&self) -> anyhow::Result<Option<i64>> {
-        Ok(self.lock().query_row("SELECT max(timestamp_ms) FROM batches", [], |row| row.get(0))?)
+        // Two-argument max() is NULL if either is: the newest of those there are.
+        Ok(self.lock().query_row(
+            "SELECT max(timestamp_ms) FROM (SELECT max(timestamp_ms) AS timestamp_ms FROM batches
+                                           UNION ALL SELECT timestamp_ms FROM newest_stamp)",
+            [],
+            |row| row.get(0),
+        )?)
     }
 }
 
@@ -213,6 +229,22 @@ mod tests {
         assert_eq!(next.len(), 1, "one batch even when it alone exceeds the limit");
         assert_eq!(next[0].series, series(5, 1000)[4..]);
         assert_eq!(queue.newest_timestamp_ms().unwrap(), Some(2000));
+    }
+
+    #[test]
+    fn the_newest_stamp_outlives_the_batches_that_bore_it() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("q.sqlite3");
+        let queue = Queue::open(&path).unwrap();
+        assert_eq!(queue.newest_timestamp_ms().unwrap(), None);
+        queue.push(3000, &series(2, 3000), 10).unwrap();
+        queue.push(2000, &series(2, 2000), 10).unwrap();
+        let all: Vec<i64> = queue.oldest(100, 100).unwrap().iter().map(|batch| batch.id).collect();
+        queue.remove(&all).unwrap();
+        drop(queue);
+        let reopened = Queue::open(&path).unwrap();
+        assert_eq!(reopened.backlog().unwrap().n_samples, 0);
+        assert_eq!(reopened.newest_timestamp_ms().unwrap(), Some(3000), "sent and gone, still the newest stamp");
     }
 
     #[test]

@@ -389,3 +389,87 @@ fn remote_write_settings_are_checked_before_anything_runs() {
         ],
     );
 }
+
+/// Debian's libfaketime, which tests/run installs: the agent's wall clock, and only it, follows
+/// the offset written in a file (`+0`, `-1h`), stepped while it runs. Monotonic time, which its
+/// timers use, stays real.
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+#[test]
+fn a_clock_stepped_back_drops_ticks_until_it_passes_the_newest_sample_and_a_step_forward_needs_nothing() {
+    let site = site_with_transactions();
+    let (receiver_port, scrape_port) = (free_port(), free_port());
+    let _prometheus = prometheus_receiver(site.directory.path(), receiver_port);
+    let clock = site.directory.path().join("clock-offset");
+    std::fs::write(&clock, "+0\n").unwrap();
+    let config = site.config(
+        "300ms",
+        &format!(
+            "[scrape]\nlisten = \"127.0.0.1:{scrape_port}\"\n\
+             [[remote_write]]\nname = \"central\"\nurl = \"http://127.0.0.1:{receiver_port}/api/v1/write\"\n"
+        ),
+    );
+    let log = site.directory.path().join("agent.log");
+    let child = agent(&config)
+        .arg("run")
+        .env("LD_PRELOAD", LIBFAKETIME)
+        .env("FAKETIME_TIMESTAMP_FILE", &clock)
+        .env("FAKETIME_NO_CACHE", "1")
+        .env("DONT_FAKE_MONOTONIC", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let agent = Running::adopt(child, scrape_port, log);
+    let counter = |name: &str, labels: &[(&str, &str)]| {
+        value_of(&parse_exposition(&agent.metrics()), name, labels).unwrap_or_else(|| panic!("{name} {labels:?}"))
+    };
+    let sent = || counter("apimetrics_agent_remote_write_samples_sent_total", &[("target", "central")]);
+    let dropped = |reason| {
+        counter("apimetrics_agent_remote_write_samples_dropped_total", &[("target", "central"), ("reason", reason)])
+    };
+    wait_for("three ticks delivered", DEADLINE, || (sent() >= 3.0 * 7.0).then_some(()));
+
+    // An hour back: every tick now would land before samples the receiver holds.
+    std::fs::write(&clock, "-1h\n").unwrap();
+    wait_for("three ticks dropped", DEADLINE, || (dropped("clock_went_back") >= 3.0 * 7.0).then_some(()));
+    let sent_while_back = sent();
+    wait_for("two more ticks dropped", DEADLINE, || (dropped("clock_went_back") >= 5.0 * 7.0).then_some(()));
+    assert_eq!(sent(), sent_while_back, "nothing new was sent while the clock was behind");
+    assert_eq!(agent.log().matches("the clock went back").count(), 1, "said once:\n{}", agent.log());
+
+    // Back to the right time: queueing resumes. Then half an hour forward: nothing special.
+    std::fs::write(&clock, "+0\n").unwrap();
+    wait_for("ticks sent again", DEADLINE, || (sent() >= sent_while_back + 3.0 * 7.0).then_some(()));
+    assert!(agent.log().contains("the clock has passed the newest sample queued: queueing again"));
+    std::fs::write(&clock, "+30m\n").unwrap();
+    let before_forward = sent();
+    wait_for("ticks sent after the step forward", DEADLINE, || (sent() >= before_forward + 3.0 * 7.0).then_some(()));
+
+    // The receiver refused nothing, and every tick is accounted for: produced = sent + dropped
+    // + still queued (a tick or two may be between the counters read).
+    let samples = parse_exposition(&agent.metrics());
+    let value = |name: &str, labels: &[(&str, &str)]| value_of(&samples, name, labels).unwrap();
+    let n_ticks = value("apimetrics_agent_ticks_total", &[("result", "success")]);
+    let sent = value("apimetrics_agent_remote_write_samples_sent_total", &[("target", "central")]);
+    let dropped = |reason| {
+        value("apimetrics_agent_remote_write_samples_dropped_total", &[("target", "central"), ("reason", reason)])
+    };
+    let queued = value("apimetrics_agent_remote_write_backlog_samples", &[("target", "central")]);
+    assert_eq!(dropped("rejected"), 0.0, "the receiver refused samples:\n{}", agent.log());
+    let accounted = sent + dropped("clock_went_back") + dropped("too_old") + dropped("over_size") + queued;
+    assert!(
+        accounted <= n_ticks * 7.0 && accounted >= (n_ticks - 2.0) * 7.0,
+        "{accounted} of {} samples",
+        n_ticks * 7.0
+    );
+    let (status, log) = agent.terminate();
+    assert_eq!(status.code(), Some(0), "{log}");
+
+    // At the receiver, one series' timestamps strictly increase, none from the hour back.
+    let range = query(receiver_port, "api_transactions{api=\"Mpesa Express\",status=\"Pending\"}[2h]");
+    let stored: Vec<f64> =
+        serde_json::from_str::<Vec<(f64, String)>>(&range[0].1).unwrap().iter().map(|s| s.0).collect();
+    assert!(stored.windows(2).all(|pair| pair[0] < pair[1]), "{stored:?}");
+}
