@@ -26,6 +26,8 @@ pub(crate) enum DropReason {
     /// Stamped at or before a sample already queued: the clock went back, and a receiver would
     /// refuse them.
     ClockWentBack,
+    /// A queued batch that could not be read back.
+    Corrupt,
     /// Past `queue.max_bytes`.
     OverSize,
     /// The receiver refused them for good (a 4xx).
@@ -35,12 +37,18 @@ pub(crate) enum DropReason {
 }
 
 impl DropReason {
-    const ALL: [DropReason; 4] =
-        [DropReason::ClockWentBack, DropReason::OverSize, DropReason::Rejected, DropReason::TooOld];
+    const ALL: [DropReason; 5] = [
+        DropReason::ClockWentBack,
+        DropReason::Corrupt,
+        DropReason::OverSize,
+        DropReason::Rejected,
+        DropReason::TooOld,
+    ];
 
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             DropReason::ClockWentBack => "clock_went_back",
+            DropReason::Corrupt => "corrupt",
             DropReason::OverSize => "over_size",
             DropReason::Rejected => "rejected",
             DropReason::TooOld => "too_old",

@@ -9,9 +9,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use prost::Message;
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, params};
 
 use super::request::proto::{TimeSeries, WriteRequest};
+use tracing::warn;
+
 use crate::telemetry::Backlog;
 
 /// A stored batch: whole ticks' series (or a part of one too large for one request).
@@ -27,6 +30,8 @@ pub(crate) struct Batch {
 pub(crate) struct Dropped {
     pub(crate) too_old: u64,
     pub(crate) over_size: u64,
+    /// Batches that could not be read back (a disk fault, a bad restore).
+    pub(crate) corrupt: u64,
 }
 
 /// The queue file of one target. The agent's tick loop writes it, the target's sender reads and
@@ -35,6 +40,14 @@ pub(crate) struct Dropped {
 pub struct Queue {
     path: PathBuf,
     connection: Mutex<Connection>,
+}
+
+/// A stored body back to its series: snappy, then protobuf.
+fn decode(body: &[u8]) -> Result<Vec<TimeSeries>, String> {
+    let protobuf =
+        snap::raw::Decoder::new().decompress_vec(body).map_err(|error| format!("it does not decompress: {error}"))?;
+    let request = WriteRequest::decode(protobuf.as_slice()).map_err(|error| format!("it does not decode: {error}"))?;
+    Ok(request.timeseries)
 }
 
 /// What waits in the queue file at `path`, read without writing to it: for operators' tools
@@ -114,27 +127,43 @@ impl Queue {
     }
 
     /// The oldest batches, together holding at most `max_samples` samples (always at least
-    /// one batch when any waits), and at most `max_batches` of them.
-    pub(crate) fn oldest(&self, max_samples: u64, max_batches: usize) -> anyhow::Result<Vec<Batch>> {
+    /// one batch when any waits), and at most `max_batches` of them. A batch that cannot be read
+    /// back (it does not decompress or decode) is deleted on the way, logged and counted in the
+    /// `Dropped` returned, so it never blocks the batches behind it.
+    pub(crate) fn oldest(&self, max_samples: u64, max_batches: usize) -> anyhow::Result<(Vec<Batch>, Dropped)> {
         let connection = self.lock();
         let mut statement =
             connection.prepare_cached("SELECT id, n_samples, body FROM batches ORDER BY id LIMIT ?1")?;
         let mut rows = statement.query([max_batches as i64])?;
-        let mut batches = Vec::new();
+        let (mut batches, mut unreadable) = (Vec::new(), Vec::new());
         let mut n_samples = 0;
         while let Some(row) = rows.next()? {
-            let batch_samples = row.get::<_, i64>(1)? as u64;
+            let id = row.get::<_, i64>(0)?;
+            let batch_samples = row.get_ref(1)?.as_i64().map_or(0, |n| n.max(0) as u64);
             if !batches.is_empty() && n_samples + batch_samples > max_samples {
                 break;
             }
-            let body: Vec<u8> = row.get(2)?;
-            let protobuf =
-                snap::raw::Decoder::new().decompress_vec(&body).context("a queued batch does not decompress")?;
-            let request = WriteRequest::decode(protobuf.as_slice()).context("a queued batch does not decode")?;
-            n_samples += batch_samples;
-            batches.push(Batch { id: row.get(0)?, n_samples: batch_samples, series: request.timeseries });
+            let body = match row.get_ref(2)? {
+                ValueRef::Blob(bytes) | ValueRef::Text(bytes) => bytes,
+                _ => &[],
+            };
+            match decode(body) {
+                Ok(series) => {
+                    n_samples += batch_samples;
+                    batches.push(Batch { id, n_samples: batch_samples, series });
+                }
+                Err(reason) => unreadable.push((id, batch_samples, reason)),
+            }
         }
-        Ok(batches)
+        drop(rows);
+        drop(statement);
+        let mut dropped = Dropped::default();
+        for (id, batch_samples, reason) in unreadable {
+            connection.execute("DELETE FROM batches WHERE id = ?1", [id])?;
+            warn!(queue = %self.path.display(), batch = id, n_samples = batch_samples, %reason, "dropped a queued batch that cannot be read back");
+            dropped.corrupt += batch_samples;
+        }
+        Ok((batches, dropped))
     }
 
     /// Removes batches that were delivered, or given up on.
@@ -173,7 +202,7 @@ impl Queue {
         )?;
         transaction.execute("DELETE FROM batches WHERE id < ?1", [first_kept])?;
         transaction.commit()?;
-        Ok(Dropped { too_old: too_old as u64, over_size: over_size as u64 })
+        Ok(Dropped { too_old: too_old as u64, over_size: over_size as u64, corrupt: 0 })
     }
 
     /// What waits to be sent.
@@ -221,11 +250,11 @@ mod tests {
         let backlog = queue.backlog().unwrap();
         assert_eq!((backlog.n_samples, backlog.oldest_timestamp_ms), (8, Some(1000)));
         assert_eq!(inspect(&path).unwrap(), backlog, "read from outside, the file says the same");
-        let first = queue.oldest(4, 100).unwrap();
+        let (first, _) = queue.oldest(4, 100).unwrap();
         assert_eq!(first.iter().map(|batch| batch.n_samples).collect::<Vec<_>>(), [2, 2]);
         assert_eq!(first[0].series, series(5, 1000)[..2]);
         queue.remove(&first.iter().map(|batch| batch.id).collect::<Vec<_>>()).unwrap();
-        let next = queue.oldest(1, 100).unwrap();
+        let (next, _) = queue.oldest(1, 100).unwrap();
         assert_eq!(next.len(), 1, "one batch even when it alone exceeds the limit");
         assert_eq!(next[0].series, series(5, 1000)[4..]);
         assert_eq!(queue.newest_timestamp_ms().unwrap(), Some(2000));
@@ -239,7 +268,7 @@ mod tests {
         assert_eq!(queue.newest_timestamp_ms().unwrap(), None);
         queue.push(3000, &series(2, 3000), 10).unwrap();
         queue.push(2000, &series(2, 2000), 10).unwrap();
-        let all: Vec<i64> = queue.oldest(100, 100).unwrap().iter().map(|batch| batch.id).collect();
+        let all: Vec<i64> = queue.oldest(100, 100).unwrap().0.iter().map(|batch| batch.id).collect();
         queue.remove(&all).unwrap();
         drop(queue);
         let reopened = Queue::open(&path).unwrap();

@@ -104,21 +104,27 @@ impl Sender {
     }
 
     /// The batches the next request carries: the oldest, as many as fit one request, or only
-    /// one while a refused request's batches go one at a time.
-    async fn next_batches(&self) -> anyhow::Result<Vec<Batch>> {
+    /// one while a refused request's batches go one at a time. Batches that cannot be read back
+    /// are dropped on the way and counted.
+    async fn next_batches(&self, telemetry: &Telemetry) -> anyhow::Result<Vec<Batch>> {
         let max_samples = self.config.max_samples_per_send as u64;
         let one_at_a_time = self.one_at_a_time_until;
-        self.with_queue(move |queue| {
-            let batches = queue.oldest(max_samples, 10_000)?;
-            let single = batches.first().is_some_and(|batch| batch.id <= one_at_a_time);
-            Ok(if single { batches.into_iter().take(1).collect() } else { batches })
-        })
-        .await
+        let (batches, dropped) = self
+            .with_queue(move |queue| {
+                let (batches, dropped) = queue.oldest(max_samples, 10_000)?;
+                let single = batches.first().is_some_and(|batch| batch.id <= one_at_a_time);
+                Ok((if single { batches.into_iter().take(1).collect() } else { batches }, dropped))
+            })
+            .await?;
+        if dropped.corrupt > 0 {
+            telemetry.record_samples_dropped(self.name(), DropReason::Corrupt, dropped.corrupt);
+        }
+        Ok(batches)
     }
 
     async fn step(&mut self, telemetry: &Telemetry) -> anyhow::Result<Step> {
         self.enforce_bounds(telemetry).await?;
-        let batches = self.next_batches().await?;
+        let batches = self.next_batches(telemetry).await?;
         self.record_backlog(telemetry).await?;
         if batches.is_empty() {
             return Ok(Step::Idle);

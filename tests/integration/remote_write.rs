@@ -473,3 +473,64 @@ fn a_clock_stepped_back_drops_ticks_until_it_passes_the_newest_sample_and_a_step
         serde_json::from_str::<Vec<(f64, String)>>(&range[0].1).unwrap().iter().map(|s| s.0).collect();
     assert!(stored.windows(2).all(|pair| pair[0] < pair[1]), "{stored:?}");
 }
+
+#[test]
+fn a_batch_that_cannot_be_read_back_is_dropped_counted_and_blocks_nothing() {
+    let site = site_with_transactions();
+    let (receiver_port, scrape_port) = (free_port(), free_port());
+    let config = site.config(
+        "300ms",
+        &format!(
+            "[scrape]\nlisten = \"127.0.0.1:{scrape_port}\"\n\
+             [[remote_write]]\nname = \"central\"\nurl = \"http://127.0.0.1:{receiver_port}/api/v1/write\"\ntimeout = \"1s\"\n"
+        ),
+    );
+    let log = site.directory.path().join("agent.log");
+    let child = agent(&config)
+        .arg("run")
+        .env("RUST_LOG", "info,apimetrics_agent::remote_write=debug")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let agent = Running::adopt(child, scrape_port, log);
+    let value = |name: &str, labels: &[(&str, &str)]| value_of(&parse_exposition(&agent.metrics()), name, labels);
+    let backlog = || value("apimetrics_agent_remote_write_backlog_samples", &[("target", "central")]);
+    wait_for("a backlog of three ticks", DEADLINE, || (backlog()? >= 3.0 * 7.0).then_some(()));
+
+    // A disk fault garbles the oldest batch; the receiver comes back.
+    let queue = site.directory.path().join("state/remote_write/central.sqlite3");
+    let garbled = rusqlite::Connection::open(&queue).unwrap();
+    garbled.busy_timeout(Duration::from_secs(5)).unwrap();
+    let (garbled_at, n_garbled): (i64, i64) = garbled
+        .query_row(
+            "UPDATE batches SET body = x'0badc0de' WHERE id = (SELECT min(id) FROM batches) \
+             RETURNING timestamp_ms, n_samples",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    drop(garbled);
+    let _prometheus = prometheus_receiver(site.directory.path(), receiver_port);
+    wait_for("the backlog to drain", DEADLINE, || (backlog()? == 0.0).then_some(()));
+
+    let dropped = |reason| {
+        value("apimetrics_agent_remote_write_samples_dropped_total", &[("target", "central"), ("reason", reason)])
+    };
+    assert_eq!(dropped("corrupt"), Some(n_garbled as f64));
+    assert_eq!(dropped("rejected"), Some(0.0));
+    let (status, log) = agent.terminate();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("dropped a queued batch that cannot be read back"), "{log}");
+
+    // Every tick but the garbled one reached the receiver.
+    let ticks: Vec<i64> = queued_ticks(&log);
+    let range = query(receiver_port, "api_transactions{api=\"Mpesa Express\",status=\"Pending\"}[10m]");
+    let samples: Vec<(f64, String)> = serde_json::from_str(&range[0].1).unwrap();
+    let stored: Vec<i64> = samples.iter().map(|(at, _)| (at * 1000.0).round() as i64).collect();
+    let still_queued = queued_timestamps(&queue);
+    let expected: Vec<i64> = ticks.iter().copied().filter(|tick| *tick != garbled_at).collect();
+    let delivered_or_kept: Vec<i64> = stored.iter().chain(&still_queued).copied().collect();
+    assert_eq!(delivered_or_kept, expected, "garbled {garbled_at}");
+}
