@@ -277,6 +277,25 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_that_cannot_be_read_back_is_dropped_and_the_next_comes_through() {
+        let directory = tempfile::tempdir().unwrap();
+        let queue = Queue::open(&directory.path().join("q.sqlite3")).unwrap();
+        for timestamp_ms in [1000, 2000, 3000] {
+            queue.push(timestamp_ms, &series(3, timestamp_ms), 10).unwrap();
+        }
+        queue.lock().execute("UPDATE batches SET body = x'00ff' WHERE timestamp_ms = 1000", []).unwrap();
+        queue
+            .lock()
+            .execute("UPDATE batches SET n_samples = 'three', body = 'text' WHERE timestamp_ms = 2000", [])
+            .unwrap();
+        let (batches, dropped) = queue.oldest(100, 100).unwrap();
+        assert_eq!(dropped, Dropped { corrupt: 3, ..Dropped::default() }, "a count that is no number counts 0");
+        assert_eq!(batches.len(), 1);
+        assert_eq!(batches[0].series, series(3, 3000));
+        assert_eq!(queue.backlog().unwrap().n_samples, 3, "the backlog counts what is really there");
+    }
+
+    #[test]
     fn bounds_drop_the_oldest_first_and_count_what_they_drop() {
         let directory = tempfile::tempdir().unwrap();
         let queue = Queue::open(&directory.path().join("q.sqlite3")).unwrap();
@@ -284,7 +303,7 @@ mod tests {
             queue.push(tick * 1000, &series(4, tick * 1000), 100).unwrap();
         }
         let dropped = queue.enforce_bounds(3000, u64::MAX).unwrap();
-        assert_eq!(dropped, Dropped { too_old: 12, over_size: 0 });
+        assert_eq!(dropped, Dropped { too_old: 12, over_size: 0, corrupt: 0 });
         let newest_two: i64 = queue
             .lock()
             .query_row(
@@ -294,7 +313,7 @@ mod tests {
             )
             .unwrap();
         let dropped = queue.enforce_bounds(0, newest_two as u64).unwrap();
-        assert_eq!(dropped, Dropped { too_old: 0, over_size: 20 });
+        assert_eq!(dropped, Dropped { too_old: 0, over_size: 20, corrupt: 0 });
         let backlog = queue.backlog().unwrap();
         assert_eq!(backlog, Backlog { n_samples: 8, n_bytes: newest_two as u64, oldest_timestamp_ms: Some(8000) });
     }
