@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use prost::Message;
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::{Connection, ErrorCode, OpenFlags, params};
 
 use super::request::proto::{TimeSeries, WriteRequest};
 use tracing::warn;
@@ -40,6 +40,32 @@ pub(crate) struct Dropped {
 pub struct Queue {
     path: PathBuf,
     connection: Mutex<Connection>,
+}
+
+/// Why a queue did not open: damaged (moved aside and started afresh), or failed otherwise.
+enum Opening {
+    Damaged(String),
+    Failed(anyhow::Error),
+}
+
+/// Renames the queue file at `path`, with its `-wal` and `-shm` if there, to
+/// `<name>.corrupt-<time>`; returns the new path.
+fn move_aside(path: &Path) -> anyhow::Result<PathBuf> {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+    let aside = PathBuf::from(format!("{}.corrupt-{stamp}", path.display()));
+    for suffix in ["", "-wal", "-shm"] {
+        let (from, to) = (format!("{}{suffix}", path.display()), format!("{}{suffix}", aside.display()));
+        match std::fs::rename(&from, &to) {
+            Err(error) if !(suffix.is_empty() || error.kind() == std::io::ErrorKind::NotFound) => {
+                return Err(error).with_context(|| format!("moving {from} aside to {to}"));
+            }
+            Err(error) if suffix.is_empty() => {
+                return Err(error).with_context(|| format!("moving the damaged queue {from} aside to {to}"));
+            }
+            _ => {}
+        }
+    }
+    Ok(aside)
 }
 
 /// A stored body back to its series: snappy, then protobuf.
@@ -74,14 +100,38 @@ fn backlog(connection: &Connection) -> rusqlite::Result<Backlog> {
 }
 
 impl Queue {
-    /// Opens (or creates) the queue at `path`, creating its directory.
+    /// Opens (or creates) the queue at `path`, creating its directory. A file that is not a
+    /// SQLite database, or fails SQLite's quick integrity check (a disk fault, a bad restore),
+    /// is moved aside to `<name>.sqlite3.corrupt-<time>` (with its `-wal` and `-shm`), logged
+    /// with both paths, and replaced by an empty queue, so the agent starts; any other failure
+    /// (permissions, a full disk) is an error and moves nothing.
     pub fn open(path: &Path) -> anyhow::Result<Queue> {
         if let Some(directory) = path.parent() {
             std::fs::create_dir_all(directory).with_context(|| format!("creating {}", directory.display()))?;
         }
-        let connection = Connection::open(path).with_context(|| format!("opening the queue {}", path.display()))?;
-        connection
-            .execute_batch(
+        let damage = match Queue::open_checked(path) {
+            Ok(queue) => return Ok(queue),
+            Err(Opening::Failed(error)) => return Err(error),
+            Err(Opening::Damaged(damage)) => damage,
+        };
+        let n_samples = inspect(path).ok().map(|backlog| backlog.n_samples);
+        let aside = move_aside(path)?;
+        warn!(
+            queue = %path.display(),
+            moved_to = %aside.display(),
+            n_samples_in_it = ?n_samples,
+            %damage,
+            "the queue file is damaged: moved it aside and started an empty queue"
+        );
+        Queue::open_checked(path).map_err(|failed| match failed {
+            Opening::Failed(error) => error,
+            Opening::Damaged(damage) => anyhow::anyhow!("the new queue {} is damaged too: {damage}", path.display()),
+        })
+    }
+
+    fn open_checked(path: &Path) -> Result<Queue, Opening> {
+        let opened = Connection::open(path).and_then(|connection| {
+            connection.execute_batch(
                 "PRAGMA journal_mode = WAL;
                  PRAGMA synchronous = FULL;
                  CREATE TABLE IF NOT EXISTS batches (
@@ -94,10 +144,26 @@ impl Queue {
                      id INTEGER PRIMARY KEY CHECK (id = 1),
                      timestamp_ms INTEGER NOT NULL
                  );",
-            )
-            .with_context(|| format!("preparing the queue {}", path.display()))?;
-        connection.busy_timeout(Duration::from_secs(5))?;
-        Ok(Queue { path: path.to_owned(), connection: Mutex::new(connection) })
+            )?;
+            connection.busy_timeout(Duration::from_secs(5))?;
+            let verdict: Vec<String> =
+                connection.prepare("PRAGMA quick_check")?.query_map([], |row| row.get(0))?.collect::<Result<_, _>>()?;
+            Ok((connection, verdict))
+        });
+        match opened {
+            Ok((connection, verdict)) if verdict == ["ok"] => {
+                Ok(Queue { path: path.to_owned(), connection: Mutex::new(connection) })
+            }
+            Ok((_, verdict)) => Err(Opening::Damaged(format!("its integrity check says: {}", verdict.join("; ")))),
+            Err(error)
+                if matches!(error.sqlite_error_code(), Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt)) =>
+            {
+                Err(Opening::Damaged(error.to_string()))
+            }
+            Err(error) => {
+                Err(Opening::Failed(anyhow::Error::new(error).context(format!("opening the queue {}", path.display()))))
+            }
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -293,6 +359,30 @@ mod tests {
         assert_eq!(batches.len(), 1);
         assert_eq!(batches[0].series, series(3, 3000));
         assert_eq!(queue.backlog().unwrap().n_samples, 3, "the backlog counts what is really there");
+    }
+
+    #[test]
+    fn a_damaged_queue_file_is_moved_aside_and_replaced_by_an_empty_one() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("central.sqlite3");
+        std::fs::write(&path, b"not a database at all, just bytes a bad restore left behind").unwrap();
+        let queue = Queue::open(&path).unwrap();
+        queue.push(1000, &series(2, 1000), 10).unwrap();
+        assert_eq!(queue.backlog().unwrap().n_samples, 2);
+        let aside: Vec<String> = std::fs::read_dir(directory.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.starts_with("central.sqlite3.corrupt-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        let kept = std::fs::read(directory.path().join(&aside[0])).unwrap();
+        assert!(kept.starts_with(b"not a database"), "the damaged file is kept as it was");
+
+        // A directory in the queue's place is not damage: an error, and nothing moves.
+        let blocked = directory.path().join("blocked.sqlite3");
+        std::fs::create_dir(&blocked).unwrap();
+        assert!(Queue::open(&blocked).is_err());
+        assert!(blocked.is_dir());
     }
 
     #[test]

@@ -534,3 +534,52 @@ fn a_batch_that_cannot_be_read_back_is_dropped_counted_and_blocks_nothing() {
     let delivered_or_kept: Vec<i64> = stored.iter().chain(&still_queued).copied().collect();
     assert_eq!(delivered_or_kept, expected, "garbled {garbled_at}");
 }
+
+#[test]
+fn a_garbled_queue_file_is_moved_aside_at_start_and_new_samples_still_arrive() {
+    let site = site_with_transactions();
+    let scrape_port = free_port();
+    let victoria = victoria_metrics(site.directory.path());
+    let victoria_port = victoria.port;
+    let queues = site.directory.path().join("state/remote_write");
+    std::fs::create_dir_all(&queues).unwrap();
+    std::fs::write(queues.join("central.sqlite3"), vec![0x5a; 8192]).unwrap();
+    // A second target whose queue is sound: the damaged one must not affect it.
+    let config = site.config(
+        "300ms",
+        &format!(
+            "[scrape]\nlisten = \"127.0.0.1:{scrape_port}\"\n\
+             [[remote_write]]\nname = \"central\"\nurl = \"http://127.0.0.1:{victoria_port}/api/v1/write\"\n\
+             [[remote_write]]\nname = \"other\"\nurl = \"http://127.0.0.1:{victoria_port}/api/v1/write\"\n"
+        ),
+    );
+    let agent = Running::start(&config, scrape_port);
+    let sent = |target| {
+        value_of(
+            &parse_exposition(&agent.metrics()),
+            "apimetrics_agent_remote_write_samples_sent_total",
+            &[("target", target)],
+        )
+    };
+    wait_for("both targets to send", DEADLINE, || (sent("central")? >= 7.0 && sent("other")? >= 7.0).then_some(()));
+    let (status, log) = agent.terminate();
+    assert_eq!(status.code(), Some(0), "{log}");
+    let moved = log.lines().find(|line| line.contains("the queue file is damaged")).unwrap_or_else(|| panic!("{log}"));
+    let original = queues.join("central.sqlite3");
+    assert!(moved.contains(&format!("queue={}", original.display())), "{moved}");
+    let aside: Vec<std::path::PathBuf> = std::fs::read_dir(&queues)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.to_string_lossy().contains("central.sqlite3.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert!(moved.contains(&format!("moved_to={}", aside[0].display())), "{moved}");
+    assert_eq!(std::fs::read(&aside[0]).unwrap(), vec![0x5a; 8192], "kept as it was");
+    // At the receiver: the samples the fresh queue carried.
+    let received = wait_for("VictoriaMetrics to have the samples", DEADLINE, || {
+        let url = format!("http://127.0.0.1:{victoria_port}/api/v1/export?match[]=api_transactions");
+        let (_, body) = http_get(&url)?;
+        body.contains("Mpesa Express").then_some(body)
+    });
+    assert!(received.contains("\"status\":\"Pending\""), "{received}");
+}
