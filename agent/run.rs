@@ -421,15 +421,24 @@ async fn enqueue(targets: &[Arc<RemoteWriteTarget>], rendered: &Arc<Rendered>, t
         });
     }
     while let Some(joined) = queued.join_next().await {
-        match joined {
-            Ok((_, Ok(Enqueued::Queued))) => {}
-            Ok((target, Ok(Enqueued::ClockWentBack { n_samples }))) => {
-                telemetry.record_samples_dropped(target.name(), DropReason::ClockWentBack, n_samples)
+        let (target, outcome) = match joined {
+            Ok(done) => done,
+            Err(error) => {
+                warn!(%error, "a queueing task failed");
+                continue;
             }
-            Ok((target, Err(error))) => {
-                warn!(target = %target.name(), error = %format!("{error:#}"), "could not queue the tick's samples")
+        };
+        let name = target.name();
+        match outcome {
+            Enqueued::Queued => telemetry.record_queue_fault(name, None),
+            Enqueued::ClockWentBack { n_samples } => {
+                telemetry.record_samples_dropped(name, DropReason::ClockWentBack, n_samples)
             }
-            Err(error) => warn!(%error, "a queueing task failed"),
+            Enqueued::WriteFailed { error, n_samples_held, n_samples_dropped } => {
+                warn!(target = %name, %error, n_samples_held, n_samples_dropped, "the queue cannot be written: holding the samples in memory and trying again at the next tick");
+                telemetry.record_samples_dropped(name, DropReason::QueueWriteFailed, n_samples_dropped);
+                telemetry.record_queue_fault(name, Some(error));
+            }
         }
     }
 }

@@ -30,6 +30,8 @@ pub(crate) enum DropReason {
     Corrupt,
     /// Past `queue.max_bytes`.
     OverSize,
+    /// Held in memory past its bound while the queue could not be written.
+    QueueWriteFailed,
     /// The receiver refused them for good (a 4xx).
     Rejected,
     /// Past `queue.max_age`.
@@ -50,6 +52,7 @@ impl DropReason {
             DropReason::ClockWentBack => "clock_went_back",
             DropReason::Corrupt => "corrupt",
             DropReason::OverSize => "over_size",
+            DropReason::QueueWriteFailed => "queue_write_failed",
             DropReason::Rejected => "rejected",
             DropReason::TooOld => "too_old",
         }
@@ -112,6 +115,8 @@ pub(crate) struct Delivery {
     pub(crate) samples_sent: u64,
     pub(crate) samples_dropped: BTreeMap<DropReason, u64>,
     pub(crate) backlog: Option<Backlog>,
+    /// Why the queue cannot be written now; `None` once a write succeeds.
+    pub(crate) queue_fault: Option<String>,
 }
 
 impl Delivery {
@@ -138,6 +143,11 @@ impl Inner {
     fn health(&self, now: DateTime<Utc>) -> Health {
         if let Some(error) = &self.last_error {
             return Health::Failing(error.clone());
+        }
+        if let Some((target, fault)) =
+            self.deliveries.iter().find_map(|(name, d)| Some((name, d.queue_fault.as_ref()?)))
+        {
+            return Health::QueueUnwritable { target: target.clone(), error: fault.clone() };
         }
         if let Some(stale_at) = self.stale_at.filter(|stale_at| now > *stale_at) {
             let computed_at = self.latest.as_ref().map(|latest| latest.snapshot.computed_at);
@@ -169,6 +179,11 @@ pub(crate) enum Health {
     Healthy,
     /// The last tick failed with this error; the last good snapshot is still served.
     Failing(String),
+    /// A remote-write queue cannot be written (a full disk): its samples wait in memory.
+    QueueUnwritable {
+        target: String,
+        error: String,
+    },
     /// Ticks have stopped happening: the snapshot served (computed then; `None` for none yet)
     /// went stale at `stale_at`, three scheduled ticks on.
     Stale {
@@ -184,6 +199,10 @@ impl Health {
             Health::Healthy => (true, "healthy: the last tick succeeded".to_owned()),
             Health::Starting => (false, "starting: no tick has finished yet".to_owned()),
             Health::Failing(error) => (false, format!("the last tick failed: {error}")),
+            Health::QueueUnwritable { target, error } => (
+                false,
+                format!("the queue of remote_write {target} cannot be written, its samples wait in memory: {error}"),
+            ),
             Health::Stale { computed_at: Some(computed_at), stale_at } => (
                 false,
                 format!(
@@ -306,6 +325,11 @@ impl Telemetry {
     pub(crate) fn record_samples_dropped(&self, target: &str, reason: DropReason, n_samples: u64) {
         let mut inner = self.lock();
         *inner.deliveries.entry(target.to_owned()).or_default().samples_dropped.entry(reason).or_default() += n_samples;
+    }
+
+    /// Whether the target's queue could be written at the last tick, and if not, why.
+    pub(crate) fn record_queue_fault(&self, target: &str, fault: Option<String>) {
+        self.lock().deliveries.entry(target.to_owned()).or_default().queue_fault = fault;
     }
 
     pub(crate) fn record_backlog(&self, target: &str, backlog: Backlog) {

@@ -9,17 +9,17 @@ pub mod queue;
 pub mod request;
 pub(crate) mod sender;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use anyhow::Context;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use self::config::RemoteWriteConfig;
 use self::queue::Queue;
 use self::request::LabelSet;
+use self::request::proto::TimeSeries;
 use self::sender::Sender;
 use crate::exposition::config::MetricConfig;
 use crate::snapshot::Snapshot;
@@ -33,8 +33,22 @@ pub(crate) struct RemoteWriteTarget {
     metric: MetricConfig,
     labels: BTreeMap<String, String>,
     previous: Mutex<QueuedTick>,
+    /// Ticks the queue could not take (a full disk, an I/O error), oldest first, written ahead
+    /// of the next tick once it can; at most `MAX_HELD_SAMPLES`.
+    held: Mutex<VecDeque<HeldTick>>,
     /// Wakes the sender when a tick was queued.
     wake: Arc<Notify>,
+}
+
+/// The most samples kept in memory while the queue cannot be written (about 200 bytes each):
+/// beyond it the oldest are dropped as `queue_write_failed`.
+pub(crate) const MAX_HELD_SAMPLES: usize = 50_000;
+
+/// A tick's series, stamped, waiting for the queue to take them.
+#[derive(Debug)]
+struct HeldTick {
+    timestamp_ms: i64,
+    series: Vec<TimeSeries>,
 }
 
 /// The last tick queued: its samples' timestamp, and its label sets for stale markers.
@@ -47,12 +61,19 @@ struct QueuedTick {
 }
 
 /// What became of a tick's samples.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Enqueued {
     Queued,
     /// Dropped: stamped at or before a sample already queued, which a receiver would refuse.
     ClockWentBack {
         n_samples: u64,
+    },
+    /// The queue could not be written: the tick is held in memory with the others not yet
+    /// written, and the oldest beyond `MAX_HELD_SAMPLES` were dropped.
+    WriteFailed {
+        error: String,
+        n_samples_held: u64,
+        n_samples_dropped: u64,
     },
 }
 
@@ -72,6 +93,7 @@ impl RemoteWriteTarget {
             metric,
             labels,
             previous: Mutex::new(QueuedTick { timestamp_ms: newest, label_sets: Vec::new(), clock_behind: false }),
+            held: Mutex::new(VecDeque::new()),
             wake: Arc::new(Notify::new()),
         })
     }
@@ -82,8 +104,9 @@ impl RemoteWriteTarget {
 
     /// Commits a tick's samples to the queue, stamped with the tick's time, and wakes the
     /// sender. A tick stamped at or before the newest sample ever queued here (the clock went
-    /// back) is dropped instead: a receiver refuses samples out of order. Blocking.
-    pub(crate) fn enqueue(&self, snapshot: &Snapshot) -> anyhow::Result<Enqueued> {
+    /// back) is dropped instead: a receiver refuses samples out of order. When the queue cannot
+    /// be written, the tick is held in memory and written ahead of the next. Blocking.
+    pub(crate) fn enqueue(&self, snapshot: &Snapshot) -> Enqueued {
         let mut previous = self.previous.lock().unwrap_or_else(PoisonError::into_inner);
         let timestamp_ms = snapshot.computed_at.timestamp_millis();
         let tick = request::tick_series(snapshot, &self.metric, &self.labels, timestamp_ms, &previous.label_sets);
@@ -97,19 +120,42 @@ impl RemoteWriteTarget {
                 );
             }
             previous.clock_behind = true;
-            return Ok(Enqueued::ClockWentBack { n_samples: tick.series.len() as u64 });
+            return Enqueued::ClockWentBack { n_samples: tick.series.len() as u64 };
         }
-        self.queue
-            .push(timestamp_ms, &tick.series, self.config.max_samples_per_send)
-            .with_context(|| format!("queueing the tick for {}", self.name()))?;
         if previous.clock_behind {
             info!(target = %self.name(), "the clock has passed the newest sample queued: queueing again");
         }
         *previous = QueuedTick { timestamp_ms, label_sets: tick.label_sets, clock_behind: false };
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         drop(previous);
-        debug!(target = %self.name(), timestamp_ms, n_series = tick.series.len(), "queued a tick");
+        held.push_back(HeldTick { timestamp_ms, series: tick.series });
+        let outcome = self.write_held(&mut held);
+        drop(held);
         self.wake.notify_one();
-        Ok(Enqueued::Queued)
+        outcome
+    }
+
+    /// Writes the held ticks to the queue, oldest first, each in its own transaction, up to the
+    /// first that fails; then drops the oldest beyond `MAX_HELD_SAMPLES`.
+    fn write_held(&self, held: &mut VecDeque<HeldTick>) -> Enqueued {
+        while let Some(oldest) = held.front() {
+            match self.queue.push(oldest.timestamp_ms, &oldest.series, self.config.max_samples_per_send) {
+                Ok(()) => {
+                    debug!(target = %self.name(), timestamp_ms = oldest.timestamp_ms, n_series = oldest.series.len(), "queued a tick");
+                    held.pop_front();
+                }
+                Err(error) => {
+                    let mut n_samples_dropped = 0;
+                    while held.iter().map(|tick| tick.series.len()).sum::<usize>() > MAX_HELD_SAMPLES {
+                        n_samples_dropped += held.pop_front().map_or(0, |tick| tick.series.len() as u64);
+                    }
+                    let n_samples_held = held.iter().map(|tick| tick.series.len() as u64).sum();
+                    let error = format!("{:#}", error.context(format!("writing to the queue of {}", self.name())));
+                    return Enqueued::WriteFailed { error, n_samples_held, n_samples_dropped };
+                }
+            }
+        }
+        Enqueued::Queued
     }
 
     /// The sending side of this target's queue.

@@ -583,3 +583,98 @@ fn a_garbled_queue_file_is_moved_aside_at_start_and_new_samples_still_arrive() {
     });
     assert!(received.contains("\"status\":\"Pending\""), "{received}");
 }
+
+/// A tmpfs of `size` mounted at `path` for one test (CI runs as root), unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(path: &std::path::Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(path).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status();
+        assert!(
+            mounted.is_ok_and(|status| status.success()),
+            "mounting a tmpfs at {} (the tests run as root)",
+            path.display()
+        );
+        SmallDisk(path.to_owned())
+    }
+
+    /// Writes a file until the disk is full; returns its path.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let filler = self.0.join("filler");
+        let mut file = std::fs::File::create(&filler).unwrap();
+        while file.write_all(&[0u8; 4096]).is_ok() {}
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_holds_the_samples_in_memory_turns_health_503_and_loses_nothing() {
+    let site = site_with_transactions();
+    let disk = SmallDisk::mount(&site.directory.path().join("small-disk"), "8m");
+    let (receiver_port, scrape_port) = (free_port(), free_port());
+    let _prometheus = prometheus_receiver(site.directory.path(), receiver_port);
+    let config = site.config(
+        "300ms",
+        &format!(
+            "[agent]\nstate_dir = \"small-disk/state\"\n[scrape]\nlisten = \"127.0.0.1:{scrape_port}\"\n\
+             [[remote_write]]\nname = \"central\"\nurl = \"http://127.0.0.1:{receiver_port}/api/v1/write\"\n"
+        ),
+    );
+    let log = site.directory.path().join("agent.log");
+    let child = agent(&config)
+        .arg("run")
+        .env("RUST_LOG", "info,apimetrics_agent::remote_write=debug")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let agent = Running::adopt(child, scrape_port, log);
+    let value = |name: &str, labels: &[(&str, &str)]| value_of(&parse_exposition(&agent.metrics()), name, labels);
+    let sent = || value("apimetrics_agent_remote_write_samples_sent_total", &[("target", "central")]);
+    wait_for("a first tick delivered", DEADLINE, || (sent()? >= 7.0).then_some(()));
+
+    let filler = disk.fill();
+    let health = wait_for("/healthz to say the queue cannot be written", DEADLINE, || {
+        http_get(&agent.url("/healthz")).filter(|(status, body)| *status == 503 && body.contains("cannot be written"))
+    });
+    assert!(health.1.contains("the queue of remote_write central cannot be written"), "{}", health.1);
+    let failed_ticks = || agent.log().matches("the queue cannot be written").count();
+    wait_for("three ticks held in memory", DEADLINE, || (failed_ticks() >= 3).then_some(()));
+
+    // Room again: the held ticks go to the queue, oldest first, and on to the receiver.
+    std::fs::remove_file(filler).unwrap();
+    wait_for("/healthz to answer 200 again", DEADLINE, || {
+        http_get(&agent.url("/healthz")).filter(|(status, _)| *status == 200)
+    });
+    wait_for("the backlog to drain", DEADLINE, || {
+        (value("apimetrics_agent_remote_write_backlog_samples", &[("target", "central")])? == 0.0).then_some(())
+    });
+    let dropped = value(
+        "apimetrics_agent_remote_write_samples_dropped_total",
+        &[("target", "central"), ("reason", "queue_write_failed")],
+    );
+    assert_eq!(dropped, Some(0.0), "the bound was not reached");
+    let (status, log) = agent.terminate();
+    assert_eq!(status.code(), Some(0), "{log}");
+
+    let ticks = queued_ticks(&log);
+    let range = query(receiver_port, "api_transactions{api=\"Mpesa Express\",status=\"Pending\"}[10m]");
+    let samples: Vec<(f64, String)> = serde_json::from_str(&range[0].1).unwrap();
+    let stored: Vec<i64> = samples.iter().map(|(at, _)| (at * 1000.0).round() as i64).collect();
+    let still_queued = queued_timestamps(&site.directory.path().join("small-disk/state/remote_write/central.sqlite3"));
+    let delivered_or_kept: Vec<i64> = stored.iter().chain(&still_queued).copied().collect();
+    assert_eq!(delivered_or_kept, ticks, "every tick once, in order, the held ones included");
+    drop(disk);
+}
