@@ -430,11 +430,16 @@ async fn enqueue(targets: &[Arc<RemoteWriteTarget>], rendered: &Arc<Rendered>, t
         };
         let name = target.name();
         match outcome {
-            Enqueued::Queued => telemetry.record_queue_fault(name, None),
+            Enqueued::Queued { n_samples } => {
+                telemetry.record_samples_produced(name, n_samples, Some(0));
+                telemetry.record_queue_fault(name, None);
+            }
             Enqueued::ClockWentBack { n_samples } => {
+                telemetry.record_samples_produced(name, n_samples, None);
                 telemetry.record_samples_dropped(name, DropReason::ClockWentBack, n_samples)
             }
-            Enqueued::WriteFailed { error, n_samples_held, n_samples_dropped } => {
+            Enqueued::WriteFailed { error, n_samples, n_samples_held, n_samples_dropped } => {
+                telemetry.record_samples_produced(name, n_samples, Some(n_samples_held));
                 warn!(target = %name, %error, n_samples_held, n_samples_dropped, "the queue cannot be written: holding the samples in memory and trying again at the next tick");
                 telemetry.record_samples_dropped(name, DropReason::QueueWriteFailed, n_samples_dropped);
                 telemetry.record_queue_fault(name, Some(error));

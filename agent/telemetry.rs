@@ -112,8 +112,11 @@ pub(crate) struct Delivery {
     /// The last push's failure; `None` once one succeeds. Shown on the status page.
     pub(crate) last_error: Option<PushError>,
     /// Remote-write only: samples delivered, samples dropped by reason, and what waits.
+    pub(crate) samples_produced: u64,
     pub(crate) samples_sent: u64,
     pub(crate) samples_dropped: BTreeMap<DropReason, u64>,
+    /// Samples held in memory because the queue could not be written.
+    pub(crate) samples_held: u64,
     pub(crate) backlog: Option<Backlog>,
     /// Why the queue cannot be written now; `None` once a write succeeds.
     pub(crate) queue_fault: Option<String>,
@@ -318,6 +321,15 @@ impl Telemetry {
         }
     }
 
+    /// Counts the samples a tick made for `target`, and (when known) how many wait in memory
+    /// after it.
+    pub(crate) fn record_samples_produced(&self, target: &str, n_samples: u64, n_samples_held: Option<u64>) {
+        let mut inner = self.lock();
+        let delivery = inner.deliveries.entry(target.to_owned()).or_default();
+        delivery.samples_produced += n_samples;
+        delivery.samples_held = n_samples_held.unwrap_or(delivery.samples_held);
+    }
+
     pub(crate) fn record_samples_sent(&self, target: &str, n_samples: u64) {
         self.lock().deliveries.entry(target.to_owned()).or_default().samples_sent += n_samples;
     }
@@ -420,6 +432,18 @@ fn write_remote_write(exposition: &mut Exposition, deliveries: &BTreeMap<String,
         return;
     }
     exposition.family(
+        "apimetrics_agent_remote_write_samples_produced_total",
+        "Samples the ticks made for each remote-write target: sent + dropped + backlog + held.",
+        "counter",
+    );
+    for (target, delivery, _) in &remote_writes {
+        exposition.sample(
+            "apimetrics_agent_remote_write_samples_produced_total",
+            &[("target", target)],
+            delivery.samples_produced,
+        );
+    }
+    exposition.family(
         "apimetrics_agent_remote_write_samples_sent_total",
         "Samples each remote-write receiver accepted.",
         "counter",
@@ -433,7 +457,8 @@ fn write_remote_write(exposition: &mut Exposition, deliveries: &BTreeMap<String,
     }
     exposition.family(
         "apimetrics_agent_remote_write_samples_dropped_total",
-        "Samples dropped unsent, by reason: too_old (queue.max_age), over_size (queue.max_bytes), rejected (a 4xx).",
+        "Samples dropped unsent, by reason: too_old (queue.max_age), over_size (queue.max_bytes), rejected (a 4xx), \
+         clock_went_back, corrupt, queue_write_failed.",
         "counter",
     );
     for (target, delivery, _) in &remote_writes {
@@ -452,6 +477,14 @@ fn write_remote_write(exposition: &mut Exposition, deliveries: &BTreeMap<String,
     );
     for (target, _, backlog) in &remote_writes {
         exposition.sample("apimetrics_agent_remote_write_backlog_samples", &[("target", target)], backlog.n_samples);
+    }
+    exposition.family(
+        "apimetrics_agent_remote_write_held_samples",
+        "Samples held in memory because the queue could not be written.",
+        "gauge",
+    );
+    for (target, delivery, _) in &remote_writes {
+        exposition.sample("apimetrics_agent_remote_write_held_samples", &[("target", target)], delivery.samples_held);
     }
     exposition.family(
         "apimetrics_agent_remote_write_backlog_oldest_age_seconds",

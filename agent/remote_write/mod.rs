@@ -63,7 +63,9 @@ struct QueuedTick {
 /// What became of a tick's samples.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Enqueued {
-    Queued,
+    Queued {
+        n_samples: u64,
+    },
     /// Dropped: stamped at or before a sample already queued, which a receiver would refuse.
     ClockWentBack {
         n_samples: u64,
@@ -72,6 +74,8 @@ pub(crate) enum Enqueued {
     /// written, and the oldest beyond `MAX_HELD_SAMPLES` were dropped.
     WriteFailed {
         error: String,
+        /// The tick's own.
+        n_samples: u64,
         n_samples_held: u64,
         n_samples_dropped: u64,
     },
@@ -128,8 +132,15 @@ impl RemoteWriteTarget {
         *previous = QueuedTick { timestamp_ms, label_sets: tick.label_sets, clock_behind: false };
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         drop(previous);
+        let n_samples = tick.series.len() as u64;
         held.push_back(HeldTick { timestamp_ms, series: tick.series });
-        let outcome = self.write_held(&mut held);
+        let outcome = match self.write_held(&mut held) {
+            Enqueued::Queued { .. } => Enqueued::Queued { n_samples },
+            Enqueued::WriteFailed { error, n_samples_held, n_samples_dropped, .. } => {
+                Enqueued::WriteFailed { error, n_samples, n_samples_held, n_samples_dropped }
+            }
+            other => other,
+        };
         drop(held);
         self.wake.notify_one();
         outcome
@@ -151,11 +162,11 @@ impl RemoteWriteTarget {
                     }
                     let n_samples_held = held.iter().map(|tick| tick.series.len() as u64).sum();
                     let error = format!("{:#}", error.context(format!("writing to the queue of {}", self.name())));
-                    return Enqueued::WriteFailed { error, n_samples_held, n_samples_dropped };
+                    return Enqueued::WriteFailed { error, n_samples: 0, n_samples_held, n_samples_dropped };
                 }
             }
         }
-        Enqueued::Queued
+        Enqueued::Queued { n_samples: 0 }
     }
 
     /// The sending side of this target's queue.
