@@ -22,6 +22,7 @@ use crate::common::instance_lock::InstanceLock;
 use crate::config::{self, Config};
 use crate::exposition::Rendered;
 use crate::pushgateway::{self, Pushgateway};
+use crate::remote_write::queue::Dropped;
 use crate::remote_write::{Enqueued, RemoteWriteTarget, sender};
 use crate::scrape::{self, ReloadRequest};
 use crate::snapshot::Snapshot;
@@ -430,20 +431,32 @@ async fn enqueue(targets: &[Arc<RemoteWriteTarget>], rendered: &Arc<Rendered>, t
         };
         let name = target.name();
         match outcome {
-            Enqueued::Queued { n_samples } => {
+            Enqueued::Queued { n_samples, dropped } => {
                 telemetry.record_samples_produced(name, n_samples, Some(0));
+                record_bound_drops(telemetry, name, dropped);
                 telemetry.record_queue_fault(name, None);
             }
             Enqueued::ClockWentBack { n_samples } => {
                 telemetry.record_samples_produced(name, n_samples, None);
                 telemetry.record_samples_dropped(name, DropReason::ClockWentBack, n_samples)
             }
-            Enqueued::WriteFailed { error, n_samples, n_samples_held, n_samples_dropped } => {
+            Enqueued::WriteFailed { error, n_samples, n_samples_held, n_samples_dropped, dropped } => {
                 telemetry.record_samples_produced(name, n_samples, Some(n_samples_held));
+                record_bound_drops(telemetry, name, dropped);
                 warn!(target = %name, %error, n_samples_held, n_samples_dropped, "the queue cannot be written: holding the samples in memory and trying again at the next tick");
                 telemetry.record_samples_dropped(name, DropReason::QueueWriteFailed, n_samples_dropped);
                 telemetry.record_queue_fault(name, Some(error));
             }
+        }
+    }
+}
+
+/// Counts what a queue's bounds dropped while a tick was written.
+fn record_bound_drops(telemetry: &Telemetry, target: &str, dropped: Dropped) {
+    for (reason, n_samples) in [(DropReason::TooOld, dropped.too_old), (DropReason::OverSize, dropped.over_size)] {
+        if n_samples > 0 {
+            warn!(target, n_samples, reason = reason.as_str(), "dropped queued samples past the queue's bounds");
+            telemetry.record_samples_dropped(target, reason, n_samples);
         }
     }
 }

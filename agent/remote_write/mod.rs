@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use self::config::RemoteWriteConfig;
-use self::queue::Queue;
+use self::queue::{Dropped, Queue};
 use self::request::LabelSet;
 use self::request::proto::TimeSeries;
 use self::sender::Sender;
@@ -63,13 +63,10 @@ struct QueuedTick {
 /// What became of a tick's samples.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Enqueued {
-    Queued {
-        n_samples: u64,
-    },
+    /// Queued; writing it dropped what the queue's bounds no longer hold.
+    Queued { n_samples: u64, dropped: Dropped },
     /// Dropped: stamped at or before a sample already queued, which a receiver would refuse.
-    ClockWentBack {
-        n_samples: u64,
-    },
+    ClockWentBack { n_samples: u64 },
     /// The queue could not be written: the tick is held in memory with the others not yet
     /// written, and the oldest beyond `MAX_HELD_SAMPLES` were dropped.
     WriteFailed {
@@ -78,6 +75,8 @@ pub(crate) enum Enqueued {
         n_samples: u64,
         n_samples_held: u64,
         n_samples_dropped: u64,
+        /// What the bounds dropped while the held ticks before the failure were written.
+        dropped: Dropped,
     },
 }
 
@@ -135,9 +134,9 @@ impl RemoteWriteTarget {
         let n_samples = tick.series.len() as u64;
         held.push_back(HeldTick { timestamp_ms, series: tick.series });
         let outcome = match self.write_held(&mut held) {
-            Enqueued::Queued { .. } => Enqueued::Queued { n_samples },
-            Enqueued::WriteFailed { error, n_samples_held, n_samples_dropped, .. } => {
-                Enqueued::WriteFailed { error, n_samples, n_samples_held, n_samples_dropped }
+            Enqueued::Queued { dropped, .. } => Enqueued::Queued { n_samples, dropped },
+            Enqueued::WriteFailed { error, n_samples_held, n_samples_dropped, dropped, .. } => {
+                Enqueued::WriteFailed { error, n_samples, n_samples_held, n_samples_dropped, dropped }
             }
             other => other,
         };
@@ -149,10 +148,16 @@ impl RemoteWriteTarget {
     /// Writes the held ticks to the queue, oldest first, each in its own transaction, up to the
     /// first that fails; then drops the oldest beyond `MAX_HELD_SAMPLES`.
     fn write_held(&self, held: &mut VecDeque<HeldTick>) -> Enqueued {
+        let mut dropped = Dropped::default();
         while let Some(oldest) = held.front() {
-            match self.queue.push(oldest.timestamp_ms, &oldest.series, self.config.max_samples_per_send) {
-                Ok(()) => {
+            let oldest_kept =
+                chrono::Utc::now().timestamp_millis().saturating_sub(self.config.max_age.as_millis() as i64);
+            let bounds = Some((oldest_kept, self.config.max_bytes));
+            match self.queue.push(oldest.timestamp_ms, &oldest.series, self.config.max_samples_per_send, bounds) {
+                Ok(bounded) => {
                     debug!(target = %self.name(), timestamp_ms = oldest.timestamp_ms, n_series = oldest.series.len(), "queued a tick");
+                    dropped.too_old += bounded.too_old;
+                    dropped.over_size += bounded.over_size;
                     held.pop_front();
                 }
                 Err(error) => {
@@ -162,11 +167,11 @@ impl RemoteWriteTarget {
                     }
                     let n_samples_held = held.iter().map(|tick| tick.series.len() as u64).sum();
                     let error = format!("{:#}", error.context(format!("writing to the queue of {}", self.name())));
-                    return Enqueued::WriteFailed { error, n_samples: 0, n_samples_held, n_samples_dropped };
+                    return Enqueued::WriteFailed { error, n_samples: 0, n_samples_held, n_samples_dropped, dropped };
                 }
             }
         }
-        Enqueued::Queued { n_samples: 0 }
+        Enqueued::Queued { n_samples: 0, dropped }
     }
 
     /// The sending side of this target's queue.

@@ -27,7 +27,7 @@ pub(crate) struct Batch {
 
 /// What the bounds dropped, in samples.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Dropped {
+pub struct Dropped {
     pub(crate) too_old: u64,
     pub(crate) over_size: u64,
     /// Batches that could not be read back (a disk fault, a bad restore).
@@ -40,6 +40,36 @@ pub(crate) struct Dropped {
 pub struct Queue {
     path: PathBuf,
     connection: Mutex<Connection>,
+}
+
+/// Drops, in `transaction`, batches older than `oldest_ms`, then the oldest until the rest fit
+/// in `max_bytes`; counts what it dropped.
+fn drop_past_bounds(
+    transaction: &rusqlite::Transaction<'_>,
+    oldest_ms: i64,
+    max_bytes: u64,
+) -> rusqlite::Result<Dropped> {
+    let too_old: i64 = transaction.query_row(
+        "SELECT coalesce(sum(n_samples), 0) FROM batches WHERE timestamp_ms < ?1",
+        [oldest_ms],
+        |row| row.get(0),
+    )?;
+    transaction.execute("DELETE FROM batches WHERE timestamp_ms < ?1", [oldest_ms])?;
+    // Keep the newest batches whose bodies add up to at most max_bytes.
+    let first_kept: Option<i64> = transaction.query_row(
+        "SELECT min(id) FROM (SELECT id, sum(length(body)) OVER (ORDER BY id DESC) AS newer_bytes FROM batches)
+         WHERE newer_bytes <= ?1",
+        [max_bytes.min(i64::MAX as u64) as i64],
+        |row| row.get(0),
+    )?;
+    let first_kept = first_kept.unwrap_or(i64::MAX);
+    let over_size: i64 = transaction.query_row(
+        "SELECT coalesce(sum(n_samples), 0) FROM batches WHERE id < ?1",
+        [first_kept],
+        |row| row.get(0),
+    )?;
+    transaction.execute("DELETE FROM batches WHERE id < ?1", [first_kept])?;
+    Ok(Dropped { too_old: too_old.max(0) as u64, over_size: over_size.max(0) as u64, corrupt: 0 })
 }
 
 /// Why a queue did not open: damaged (moved aside and started afresh), or failed otherwise.
@@ -170,8 +200,17 @@ impl Queue {
         self.connection.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Commits one tick's series, split into batches of at most `max_samples` samples.
-    pub fn push(&self, timestamp_ms: i64, series: &[TimeSeries], max_samples: usize) -> anyhow::Result<()> {
+    /// Commits one tick's series, split into batches of at most `max_samples` samples. With
+    /// `bounds` (the oldest timestamp kept, the most bytes), the same transaction drops what is
+    /// past them, so the file never exceeds them even while nothing is sent; returns what it
+    /// dropped.
+    pub fn push(
+        &self,
+        timestamp_ms: i64,
+        series: &[TimeSeries],
+        max_samples: usize,
+        bounds: Option<(i64, u64)>,
+    ) -> anyhow::Result<Dropped> {
         let mut connection = self.lock();
         let transaction = connection.transaction()?;
         for chunk in series.chunks(max_samples.max(1)) {
@@ -188,8 +227,12 @@ impl Queue {
              ON CONFLICT (id) DO UPDATE SET timestamp_ms = max(timestamp_ms, excluded.timestamp_ms)",
             [timestamp_ms],
         )?;
+        let dropped = match bounds {
+            Some((oldest_ms, max_bytes)) => drop_past_bounds(&transaction, oldest_ms, max_bytes)?,
+            None => Dropped::default(),
+        };
         transaction.commit().with_context(|| format!("committing to the queue {}", self.path.display()))?;
-        Ok(())
+        Ok(dropped)
     }
 
     /// The oldest batches, together holding at most `max_samples` samples (always at least
@@ -247,28 +290,9 @@ impl Queue {
     pub(crate) fn enforce_bounds(&self, oldest_ms: i64, max_bytes: u64) -> anyhow::Result<Dropped> {
         let mut connection = self.lock();
         let transaction = connection.transaction()?;
-        let too_old: i64 = transaction.query_row(
-            "SELECT coalesce(sum(n_samples), 0) FROM batches WHERE timestamp_ms < ?1",
-            [oldest_ms],
-            |row| row.get(0),
-        )?;
-        transaction.execute("DELETE FROM batches WHERE timestamp_ms < ?1", [oldest_ms])?;
-        // Keep the newest batches whose bodies add up to at most max_bytes.
-        let first_kept: Option<i64> = transaction.query_row(
-            "SELECT min(id) FROM (SELECT id, sum(length(body)) OVER (ORDER BY id DESC) AS newer_bytes FROM batches)
-             WHERE newer_bytes <= ?1",
-            [max_bytes.min(i64::MAX as u64) as i64],
-            |row| row.get(0),
-        )?;
-        let first_kept = first_kept.unwrap_or(i64::MAX);
-        let over_size: i64 = transaction.query_row(
-            "SELECT coalesce(sum(n_samples), 0) FROM batches WHERE id < ?1",
-            [first_kept],
-            |row| row.get(0),
-        )?;
-        transaction.execute("DELETE FROM batches WHERE id < ?1", [first_kept])?;
+        let dropped = drop_past_bounds(&transaction, oldest_ms, max_bytes)?;
         transaction.commit()?;
-        Ok(Dropped { too_old: too_old as u64, over_size: over_size as u64, corrupt: 0 })
+        Ok(dropped)
     }
 
     /// What waits to be sent.
@@ -308,8 +332,8 @@ mod tests {
         let directory = tempfile::tempdir().unwrap();
         let path = directory.path().join("queue").join("central.sqlite3");
         let queue = Queue::open(&path).unwrap();
-        queue.push(1000, &series(5, 1000), 2).unwrap();
-        queue.push(2000, &series(3, 2000), 2).unwrap();
+        queue.push(1000, &series(5, 1000), 2, None).unwrap();
+        queue.push(2000, &series(3, 2000), 2, None).unwrap();
         drop(queue);
 
         let queue = Queue::open(&path).unwrap();
@@ -332,8 +356,8 @@ mod tests {
         let path = directory.path().join("q.sqlite3");
         let queue = Queue::open(&path).unwrap();
         assert_eq!(queue.newest_timestamp_ms().unwrap(), None);
-        queue.push(3000, &series(2, 3000), 10).unwrap();
-        queue.push(2000, &series(2, 2000), 10).unwrap();
+        queue.push(3000, &series(2, 3000), 10, None).unwrap();
+        queue.push(2000, &series(2, 2000), 10, None).unwrap();
         let all: Vec<i64> = queue.oldest(100, 100).unwrap().0.iter().map(|batch| batch.id).collect();
         queue.remove(&all).unwrap();
         drop(queue);
@@ -347,7 +371,7 @@ mod tests {
         let directory = tempfile::tempdir().unwrap();
         let queue = Queue::open(&directory.path().join("q.sqlite3")).unwrap();
         for timestamp_ms in [1000, 2000, 3000] {
-            queue.push(timestamp_ms, &series(3, timestamp_ms), 10).unwrap();
+            queue.push(timestamp_ms, &series(3, timestamp_ms), 10, None).unwrap();
         }
         queue.lock().execute("UPDATE batches SET body = x'00ff' WHERE timestamp_ms = 1000", []).unwrap();
         queue
@@ -367,7 +391,7 @@ mod tests {
         let path = directory.path().join("central.sqlite3");
         std::fs::write(&path, b"not a database at all, just bytes a bad restore left behind").unwrap();
         let queue = Queue::open(&path).unwrap();
-        queue.push(1000, &series(2, 1000), 10).unwrap();
+        queue.push(1000, &series(2, 1000), 10, None).unwrap();
         assert_eq!(queue.backlog().unwrap().n_samples, 2);
         let aside: Vec<String> = std::fs::read_dir(directory.path())
             .unwrap()
@@ -386,11 +410,25 @@ mod tests {
     }
 
     #[test]
+    fn a_push_keeps_the_bounds_in_its_own_transaction() {
+        let directory = tempfile::tempdir().unwrap();
+        let queue = Queue::open(&directory.path().join("q.sqlite3")).unwrap();
+        queue.push(1000, &series(4, 1000), 100, None).unwrap();
+        queue.push(2000, &series(4, 2000), 100, None).unwrap();
+        let too_old = queue.push(3000, &series(4, 3000), 100, Some((1500, u64::MAX))).unwrap();
+        assert_eq!(too_old, Dropped { too_old: 4, ..Dropped::default() });
+        let one_batch_of_bytes = queue.backlog().unwrap().n_bytes / 2;
+        let over_size = queue.push(4000, &series(4, 4000), 100, Some((0, one_batch_of_bytes + 1))).unwrap();
+        assert_eq!(over_size, Dropped { over_size: 8, ..Dropped::default() });
+        assert_eq!(queue.backlog().unwrap().n_samples, 4, "only the newest tick is left");
+    }
+
+    #[test]
     fn bounds_drop_the_oldest_first_and_count_what_they_drop() {
         let directory = tempfile::tempdir().unwrap();
         let queue = Queue::open(&directory.path().join("q.sqlite3")).unwrap();
         for tick in 0..10 {
-            queue.push(tick * 1000, &series(4, tick * 1000), 100).unwrap();
+            queue.push(tick * 1000, &series(4, tick * 1000), 100, None).unwrap();
         }
         let dropped = queue.enforce_bounds(3000, u64::MAX).unwrap();
         assert_eq!(dropped, Dropped { too_old: 12, over_size: 0, corrupt: 0 });

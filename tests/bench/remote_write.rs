@@ -51,7 +51,7 @@ fn main() {
     let started = Instant::now();
     for index in 0..n_ticks {
         let timestamp_ms = now_ms - (n_ticks - index) as i64 * 15_000;
-        queue.push(timestamp_ms, &tick(123, timestamp_ms), 2000).unwrap();
+        queue.push(timestamp_ms, &tick(123, timestamp_ms), 2000, None).unwrap();
     }
     let queued_in = started.elapsed();
     drop(queue);
