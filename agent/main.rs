@@ -74,6 +74,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
+            apimetrics_agent::common::open_files::raise_soft_limit();
             let config = config::load(&cli.config)?;
             runtime.block_on(run::run(config, shutdown_signal()))?;
         }

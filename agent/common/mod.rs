@@ -3,6 +3,7 @@
 //! print, and a small random generator.
 
 pub mod django_time;
+pub mod open_files;
 pub(crate) mod problems;
 pub(crate) mod random;
 pub(crate) mod redact;
