@@ -5,13 +5,15 @@
 //! The modules form layers, each importing only from those below it (ARCHITECTURE.md):
 //! [`common`] → [`source`] → [`snapshot`] and `exposition` → `http` and `telemetry` →
 //! the outlets (`pushgateway`, [`remote_write`]) → [`config`] → the run loop ([`run`], `scrape`,
-//! `status_page`, `ticker`) → [`demo`]. [`populate`] makes sample databases from [`common`] alone.
+//! `http_server`, `status_page`, `ticker`) → [`demo`]. [`populate`] makes sample databases from
+//! [`common`] alone.
 
 pub mod common;
 pub mod config;
 pub mod demo;
 pub(crate) mod exposition;
 pub(crate) mod http;
+pub(crate) mod http_server;
 pub mod populate;
 pub(crate) mod pushgateway;
 pub mod remote_write;
