@@ -8,10 +8,11 @@
 //! connections; an answer is bounded in time (`answer_timeout`, then 503) and a whole exchange too
 //! (`exchange_timeout`, then the connection is dropped: a client that does not read its answer);
 //! a request's declared body is bounded in size (413). The connections open at once are capped,
-//! from the open-file limit, leaving descriptors for ticks and queues. At the cap the connection
-//! idle the longest is closed to make room, so a flood of idle connections cannot keep a scraper
-//! out, and none waits in the kernel's backlog behind it; when every connection is answering, the
-//! new one is closed at once. An `accept` that fails (out of descriptors) backs off and is logged
+//! from the open-file limit, leaving descriptors for ticks and queues. At the cap an idle
+//! connection is closed to make room (first the one that has waited longest without sending a
+//! request, then the keep-alive one idle the longest), so a flood of idle connections cannot keep
+//! a scraper out, and the kernel's backlog keeps draining; when every connection is answering,
+//! the new one is closed at once. An `accept` that fails (out of descriptors) backs off and is logged
 //! once a minute. At shutdown idle connections close at once and answers under way finish, within
 //! `SHUTDOWN_GRACE`.
 
