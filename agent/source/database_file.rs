@@ -49,8 +49,8 @@ pub(crate) fn refuse_what_is_no_readable_file(path: &Path) -> anyhow::Result<()>
     bail!("{} is {what}, not a SQLite database file: point source.database at the app's database file", path.display())
 }
 
-/// Why `path` could not be opened for reading, for an error that is not about access: running out
-/// of descriptors says so, since the file itself is then fine.
+/// Why `path` could not be opened for reading, for an error that is not about access. Running out
+/// of descriptors is said plainly: it is the agent's state, not the file's.
 fn cannot_open(path: &Path, error: &std::io::Error) -> anyhow::Error {
     match error.raw_os_error() {
         Some(libc::EMFILE) => {
