@@ -4,8 +4,9 @@
 //!
 //! The modules form layers, each importing only from those below it (ARCHITECTURE.md):
 //! [`common`] → [`source`] → [`snapshot`] and `exposition` → `http` and `telemetry` →
-//! the outlets (`pushgateway`, [`remote_write`]) → [`config`] → the run loop ([`run`], [`check`], `scrape`,
-//! `status_page`, `ticker`) → [`demo`]. [`populate`] makes sample databases from [`common`] alone.
+//! the outlets (`pushgateway`, [`remote_write`]) → [`config`] → the run loop ([`run`], [`check`],
+//! `scrape`, `http_server`, `status_page`, `ticker`) → [`demo`]. [`populate`] makes sample
+//! databases from [`common`] alone.
 
 pub mod check;
 pub mod common;
@@ -13,6 +14,7 @@ pub mod config;
 pub mod demo;
 pub(crate) mod exposition;
 pub(crate) mod http;
+pub(crate) mod http_server;
 pub mod populate;
 pub(crate) mod pushgateway;
 pub mod remote_write;

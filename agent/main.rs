@@ -88,6 +88,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
 fn execute_on(cli: Cli, runtime: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode> {
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
+            apimetrics_agent::common::open_files::raise_soft_limit();
             let config = config::load(&cli.config)?;
             runtime.block_on(run::run(config, shutdown_signal(runtime)?))?;
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chrono::Utc;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -85,8 +85,7 @@ impl Agent {
         let tasks = TaskTracker::new();
         let (reload_sender, reloads) = mpsc::channel::<ReloadRequest>(1);
         if let Some(listen) = config.scrape_listen {
-            let listener = TcpListener::bind(listen)
-                .await
+            let listener = bind(listen)
                 .with_context(|| format!("binding scrape.listen {listen} (is another process using it?)"))?;
             info!(address = %listener.local_addr()?, "serving /metrics and /healthz");
             let reload = config.enable_reload.then(|| reload_sender.clone());
@@ -241,6 +240,16 @@ impl Agent {
         }
         self.ticker.stop(deadline).await;
     }
+}
+
+/// A listener on `address` with a backlog of 1,024 (tokio's default is 128): a burst of
+/// connections waits in the kernel for the accept loop, which sheds the idle ones, rather than
+/// overflowing into clients' retries.
+fn bind(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(1024)
 }
 
 /// The push targets `config` names, as telemetry keeps them.

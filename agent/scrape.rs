@@ -1,14 +1,17 @@
 //! The local scrape endpoint, for sites that can be scraped: `/metrics` serves the latest
 //! snapshot's text and the agent's own metrics, `/` is the status page, `/healthz` says whether
 //! the last tick succeeded, and (with `enable_reload`) `POST /-/reload` asks the run loop to
-//! re-read the config. A scrape never queries the database.
+//! re-read the config. A scrape never queries the database. `http_server` serves it, within
+//! bounds no client can push.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
+use axum::body::{Body, HttpBody};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::Utc;
 use tokio::net::TcpListener;
@@ -17,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::exposition::CONTENT_TYPE;
+use crate::http_server::{self, Limits};
 use crate::telemetry::Telemetry;
 
 /// A request to re-read the config (SIGHUP, or `POST /-/reload`), with where to say how it went.
@@ -25,9 +29,15 @@ pub(crate) struct ReloadRequest {
     pub(crate) respond: Option<oneshot::Sender<Result<(), String>>>,
 }
 
-/// Serves until `shutdown` is cancelled, then finishes the requests under way. `config` is the
-/// config in force, which a reload replaces. With `reload`, also serves `POST /-/reload`,
-/// answering once the reload is done or refused.
+/// `POST /-/reload` takes no body: one this long at most (`{}`, an empty form) is read and
+/// ignored, a longer one refused.
+const RELOAD_BODY_LIMIT: usize = 1024;
+/// How long `POST /-/reload` waits for the run loop, which takes a reload between ticks.
+const RELOAD_WAIT: Duration = Duration::from_secs(15);
+
+/// Serves until `shutdown` is cancelled, then finishes the requests under way (idle connections
+/// close at once). `config` is the config in force, which a reload replaces. With `reload`, also
+/// serves `POST /-/reload`, answering once the reload is done or refused.
 pub(crate) async fn serve(
     listener: TcpListener,
     telemetry: Arc<Telemetry>,
@@ -41,7 +51,8 @@ pub(crate) async fn serve(
         router = router.route("/-/reload", post(reload_config));
     }
     let router = router.with_state(Endpoint { telemetry, config, reload });
-    axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    http_server::serve(listener, router, Limits::for_this_process(), shutdown).await;
+    Ok(())
 }
 
 #[derive(Clone)]
@@ -74,15 +85,32 @@ async fn healthz(State(endpoint): State<Endpoint>) -> impl IntoResponse {
     }
 }
 
-async fn reload_config(State(endpoint): State<Endpoint>) -> impl IntoResponse {
-    let (respond, outcome) = oneshot::channel();
-    let sent = match &endpoint.reload {
-        Some(reload) => reload.send(ReloadRequest { respond: Some(respond) }).await.is_ok(),
-        None => false,
-    };
-    match (sent, outcome.await) {
-        (true, Ok(Ok(()))) => (StatusCode::OK, "reloaded\n".to_owned()),
-        (true, Ok(Err(error))) => (StatusCode::INTERNAL_SERVER_ERROR, format!("reload refused: {error}\n")),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "the agent is stopping\n".to_owned()),
+async fn reload_config(State(endpoint): State<Endpoint>, body: Body) -> Response {
+    // A declared length is refused before any of the body is read.
+    let too_long = body.size_hint().lower() > RELOAD_BODY_LIMIT as u64;
+    if too_long || axum::body::to_bytes(body, RELOAD_BODY_LIMIT).await.is_err() {
+        let message = format!("POST /-/reload takes no body ({RELOAD_BODY_LIMIT} bytes at most are ignored)\n");
+        return (StatusCode::PAYLOAD_TOO_LARGE, message).into_response();
     }
+    let (respond, outcome) = oneshot::channel();
+    let reloaded = tokio::time::timeout(RELOAD_WAIT, async {
+        let sent = match &endpoint.reload {
+            Some(reload) => reload.send(ReloadRequest { respond: Some(respond) }).await.is_ok(),
+            None => false,
+        };
+        (sent, outcome.await)
+    });
+    let answer = match reloaded.await {
+        Ok((true, Ok(Ok(())))) => (StatusCode::OK, "reloaded\n".to_owned()),
+        Ok((true, Ok(Err(error)))) => (StatusCode::INTERNAL_SERVER_ERROR, format!("reload refused: {error}\n")),
+        Ok(_) => (StatusCode::SERVICE_UNAVAILABLE, "the agent is stopping\n".to_owned()),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "no reload within {RELOAD_WAIT:?}: the agent reloads between ticks, and a tick is taking long; the \
+                 log and apimetrics_agent_config_last_reload_successful say how a reload went\n"
+            ),
+        ),
+    };
+    answer.into_response()
 }

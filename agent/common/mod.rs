@@ -7,6 +7,7 @@ pub mod django_time;
 pub mod files;
 pub mod instance_lock;
 pub mod logging;
+pub mod open_files;
 pub(crate) mod problems;
 pub(crate) mod random;
 pub(crate) mod redact;

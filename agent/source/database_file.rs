@@ -6,7 +6,9 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
-use anyhow::bail;
+use anyhow::{anyhow, bail};
+
+use crate::common::open_files;
 
 /// Refuses, before anything opens it, a path that is not a regular file this user may read: a
 /// named pipe would block the open for ever, and a directory, socket or device is no database.
@@ -41,8 +43,49 @@ pub(crate) fn refuse_what_is_no_readable_file(path: &Path) -> anyhow::Result<()>
                  (SupplementaryGroups= in the systemd unit)",
                 path.display()
             ),
-            Err(error) => bail!("cannot read {}: {error}", path.display()),
+            Err(error) => Err(cannot_open(path, &error)),
         };
     };
     bail!("{} is {what}, not a SQLite database file: point source.database at the app's database file", path.display())
+}
+
+/// Why `path` could not be opened for reading, for an error that is not about access. Running out
+/// of descriptors is said plainly: it is the agent's state, not the file's.
+fn cannot_open(path: &Path, error: &std::io::Error) -> anyhow::Error {
+    match error.raw_os_error() {
+        Some(libc::EMFILE) => {
+            let limit = open_files::current().map_or_else(|_| "its limit".to_owned(), |limit| limit.soft.to_string());
+            anyhow!(
+                "cannot open {}: too many open files: the agent holds as many as it may ({limit}, RLIMIT_NOFILE; \
+                 LimitNOFILE= in the systemd unit); this says nothing of the file",
+                path.display()
+            )
+        }
+        Some(libc::ENFILE) => anyhow!(
+            "cannot open {}: too many open files in the system (the kernel's fs.file-max is reached); the file \
+             itself was not tried",
+            path.display()
+        ),
+        _ => anyhow!("cannot read {}: {error}", path.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_out_of_descriptors_is_named_and_not_blamed_on_the_file() {
+        let path = Path::new("/srv/app/db.sqlite3");
+        let per_process = cannot_open(path, &std::io::Error::from_raw_os_error(libc::EMFILE)).to_string();
+        assert!(per_process.starts_with("cannot open /srv/app/db.sqlite3: too many open files: "), "{per_process}");
+        assert!(per_process.contains("RLIMIT_NOFILE"), "{per_process}");
+        let system_wide = cannot_open(path, &std::io::Error::from_raw_os_error(libc::ENFILE)).to_string();
+        assert!(system_wide.contains("too many open files in the system"), "{system_wide}");
+        for message in [per_process, system_wide] {
+            assert!(!message.contains("exist"), "{message}");
+        }
+        let other = cannot_open(path, &std::io::Error::from_raw_os_error(libc::EIO)).to_string();
+        assert!(other.starts_with("cannot read /srv/app/db.sqlite3: Input/output error"), "{other}");
+    }
 }

@@ -147,8 +147,14 @@ fn describe(error: rusqlite::Error, source: &SourceConfig) -> anyhow::Error {
             humantime::format_duration(source.busy_timeout)
         ),
         Some(ErrorCode::CannotOpen) => {
+            // SQLite says only "unable to open database file": looking again tells a missing or
+            // unreadable file, or an agent out of descriptors, from the rest.
+            if let Err(reason) = database_file::refuse_what_is_no_readable_file(&source.database) {
+                return reason;
+            }
             anyhow!(
-                "cannot open {}: {error} (does the file exist and may this user read it?)",
+                "cannot open {}: {error} (the file is there and readable now: was the agent out of open files, or \
+                 was the file being replaced?)",
                 source.database.display()
             )
         }

@@ -14,6 +14,7 @@ mod pushgateway;
 mod reload;
 mod remote_write;
 mod run;
+mod scrape_limits;
 mod service;
 mod short_reads;
 mod soak;

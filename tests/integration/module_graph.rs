@@ -419,7 +419,7 @@ const LAYERS: [&[&str]; 8] = [
     &["crate::http", "crate::telemetry"],
     &["crate::pushgateway", "crate::remote_write"],
     &["crate::config"],
-    &["crate::ticker", "crate::scrape", "crate::status_page", "crate::run", "crate::check"],
+    &["crate::ticker", "crate::scrape", "crate::http_server", "crate::status_page", "crate::run", "crate::check"],
     &["crate::demo", "crate"],
 ];
 
