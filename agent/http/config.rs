@@ -10,7 +10,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::common::problems::Problems;
-use crate::common::redact::Secret;
+use crate::common::redact::{Secret, without_credentials};
 
 /// Headers the agent sets itself; a target's `headers` may not replace them.
 const RESERVED_HEADERS: [&str; 5] =
@@ -20,8 +20,8 @@ const RESERVED_HEADERS: [&str; 5] =
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawBasicAuth {
-    /// The user name sent with every request.
-    username: String,
+    /// The user name sent with every request; required.
+    username: Option<String>,
     /// The password, written in the config.
     password: Option<String>,
     /// A file holding the password (a trailing newline is ignored).
@@ -111,8 +111,15 @@ impl RawHttp<'_> {
                 problems.at(token, &format!("{key}.bearer_token"), "set bearer_token or bearer_token_file, not both");
                 None
             }
-            (Some(token), None) => Some(Secret::new(token.get_ref().clone())),
-            (None, Some(file)) => read_secret(problems, &format!("{key}.bearer_token_file"), file, base),
+            (Some(token), None) => {
+                let secret = Secret::new(token.get_ref().clone());
+                usable_in_a_header(problems, &format!("{key}.bearer_token"), token, Some(secret))
+            }
+            (None, Some(file)) => {
+                let file_key = format!("{key}.bearer_token_file");
+                let token = read_secret(problems, &file_key, file, base);
+                usable_in_a_header(problems, &file_key, file, token)
+            }
             (None, None) => None,
         };
         let basic = self.basic_auth.and_then(|spanned| basic_auth(problems, key, spanned, base));
@@ -134,12 +141,35 @@ impl RawHttp<'_> {
                 problems.at(
                     proxy,
                     &format!("{key}.proxy_url"),
-                    format_args!("{:?} is not a proxy URL, e.g. \"http://proxy.internal:3128\"", proxy.get_ref()),
+                    format_args!(
+                        "{:?} is not a proxy URL, e.g. \"http://proxy.internal:3128\"",
+                        without_credentials(proxy.get_ref())
+                    ),
                 );
                 None
             }
         }
     }
+}
+
+/// `token`, if "Bearer <token>" can be an HTTP header's value; else a problem at `place`, which
+/// names the key and never shows the token.
+fn usable_in_a_header<T>(
+    problems: &mut Problems<'_>,
+    key: &str,
+    place: &Spanned<T>,
+    token: Option<Secret>,
+) -> Option<Secret> {
+    let token = token?;
+    if HeaderValue::try_from(format!("Bearer {}", token.expose())).is_ok() {
+        return Some(token);
+    }
+    problems.at(
+        place,
+        key,
+        "the token is not usable in an HTTP header: it holds a line break or another control character",
+    );
+    None
 }
 
 fn basic_auth(problems: &mut Problems<'_>, key: &str, spanned: &Spanned<RawBasicAuth>, base: &Path) -> Option<Auth> {
@@ -155,11 +185,15 @@ fn basic_auth(problems: &mut Problems<'_>, key: &str, spanned: &Spanned<RawBasic
             read_secret(problems, &format!("{key}.basic_auth.password_file"), &file, base)
         }
         (None, None) => {
-            problems.at(spanned, &format!("{key}.basic_auth"), "needs password or password_file");
+            problems.missing_in(spanned, &format!("{key}.basic_auth"), "needs password or password_file");
             None
         }
     };
-    password.map(|password| Auth::Basic { username: basic.username.clone(), password })
+    let Some(username) = &basic.username else {
+        problems.missing_in(spanned, &format!("{key}.basic_auth.username"), "missing: the user name to send");
+        return None;
+    };
+    password.map(|password| Auth::Basic { username: username.clone(), password })
 }
 
 /// Checks `tls` (at `tls_key`) into `settings`: the CA, the client certificate and its key.
@@ -205,7 +239,7 @@ fn read_file(
     base: &Path,
 ) -> Option<Vec<u8>> {
     let path = base.join(file);
-    std::fs::read(&path)
+    read_small_file(&path)
         .map_err(|error| problems.at(span, key, format_args!("cannot read {}: {error}", path.display())))
         .ok()
 }
@@ -214,9 +248,28 @@ fn check<T>(problems: &mut Problems<'_>, span: &Spanned<RawTls>, key: &str, pars
     parsed.map_err(|error| problems.at(span, key, format_args!("is not usable PEM: {error}"))).is_ok()
 }
 
+/// The most a secret, certificate or key file may hold; PEM bundles of every public CA stay well
+/// under it.
+const MAX_FILE_BYTES: u64 = 4 << 20;
+
+/// A file's bytes, if it is a regular file of at most `MAX_FILE_BYTES`: a named pipe would block
+/// the open for ever, and `/dev/zero` would fill the memory.
+fn read_small_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    let metadata = std::fs::metadata(path)?;
+    if !metadata.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if metadata.len() > MAX_FILE_BYTES {
+        return Err(std::io::Error::other(format!("larger than {} MiB", MAX_FILE_BYTES >> 20)));
+    }
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(std::fs::File::open(path)?, MAX_FILE_BYTES + 1), &mut bytes)?;
+    Ok(bytes)
+}
+
 fn read_secret(problems: &mut Problems<'_>, key: &str, file: &Spanned<String>, base: &Path) -> Option<Secret> {
     let path = base.join(file.get_ref());
-    match std::fs::read_to_string(&path) {
+    match read_small_file(&path).and_then(|bytes| String::from_utf8(bytes).map_err(std::io::Error::other)) {
         Ok(text) if text.trim_end_matches(['\r', '\n']).is_empty() => {
             problems.at(file, key, format_args!("{} is empty", path.display()));
             None

@@ -20,6 +20,7 @@ fn source(site: &Site, rows_per_read: u64) -> SourceConfig {
         window: Duration::from_secs(24 * 3600),
         timezone: Tz::UTC,
         busy_timeout: Duration::from_secs(5),
+        timeout: Duration::from_secs(30),
         rows_per_read,
         tables: Tables::default(),
     }

@@ -16,6 +16,7 @@ fn source(site: &Site, timezone: Tz) -> SourceConfig {
         window: Duration::from_secs(24 * 3600),
         timezone,
         busy_timeout: Duration::from_secs(1),
+        timeout: Duration::from_secs(30),
         rows_per_read: 10_000,
         tables: Tables::default(),
     }
