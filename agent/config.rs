@@ -15,7 +15,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::common::deserialize::deserialize_past_mistakes;
-use crate::common::problems::{Problems, duration};
+use crate::common::problems::{DurationText, Problems, duration};
 use crate::common::ranges::SCHEDULE_INTERVAL;
 use crate::common::redact::redacted_config;
 use crate::exposition::config::{MetricConfig, RawLabels, RawMetric, validate_labels};
@@ -172,7 +172,7 @@ fn default_state_dir() -> String {
 #[serde(deny_unknown_fields)]
 struct RawSchedule {
     /// A fixed interval between ticks, e.g. "15s"; exclusive with `cron`.
-    interval: Option<Spanned<String>>,
+    interval: Option<Spanned<DurationText>>,
     /// A cron expression with a seconds field, evaluated in UTC; exclusive with `interval`.
     cron: Option<Spanned<String>>,
     /// Whether to tick once at start-up instead of waiting for the first scheduled time.
@@ -535,6 +535,24 @@ mod tests {
             assert_eq!(error.problems.len(), 1, "{error}");
             assert!(error.problems[0].starts_with(expected), "{error}");
         }
+    }
+
+    #[test]
+    fn a_duration_or_size_of_another_type_is_told_what_is_expected() {
+        let dir = with_database();
+        let text = "[source]\ndatabase = \"app.sqlite3\"\nwindow = 24\n[schedule]\ninterval = \"1s\"\n\
+                    [[remote_write]]\nurl = \"http://r/w\"\nqueue = { max_bytes = 4096 }\nmax_samples_per_send = 1e3\n";
+        let error = parse_in(dir.path(), text).unwrap_err();
+        assert_eq!(
+            error.problems,
+            [
+                "line 3: source.window: invalid type: integer `24`, expected a duration in quotes, e.g. \"15s\" or \
+                 \"500ms\"",
+                "line 8: remote_write[0].queue.max_bytes: invalid type: integer `4096`, expected a size in quotes, e.g. \
+                 \"256MiB\"",
+                "line 9: remote_write[0].max_samples_per_send: invalid type: floating point `1000.0`, expected an integer",
+            ]
+        );
     }
 
     #[test]

@@ -174,6 +174,21 @@ fn describe(message: &str, path: &[Step], taken_out: Option<&DeValue<'_>>) -> St
             None => format!("unknown key ({known})"),
         };
     }
+    if let Some(DeValue::Array(items)) = taken_out {
+        // serde reads a struct from an array too, field by field, and then speaks of the first
+        // element's type; an array where a table belongs is the mistake to name.
+        let struct_read_from_array = message.starts_with("invalid length")
+            || (!message.contains("sequence") && !message.contains("expected struct"));
+        if struct_read_from_array {
+            let Some(Step::Key(name)) = path.last() else {
+                return "invalid type: array, expected a table".to_owned();
+            };
+            return match items.iter().all(|item| item.get_ref().is_table()) {
+                true => format!("invalid type: array of tables, expected a table: write [{name}] once, not [[{name}]]"),
+                false => "invalid type: array, expected a table".to_owned(),
+            };
+        }
+    }
     let segments: Vec<&str> = path
         .iter()
         .filter_map(|step| match step {
@@ -181,14 +196,34 @@ fn describe(message: &str, path: &[Step], taken_out: Option<&DeValue<'_>>) -> St
             Step::Index(_) => None,
         })
         .collect();
+    let message = in_toml_words(message);
     if !may_hold_secret(&segments) {
-        return message.to_owned();
+        return message;
     }
     let kind = taken_out.map_or("value", DeValue::type_str);
     match message.rsplit_once(", expected ") {
         Some((_, expected)) => format!("wrong type: {kind} (not shown: it may be a secret), expected {expected}"),
         None => format!("not usable: {kind} (not shown: it may be a secret)"),
     }
+}
+
+/// serde's words for TOML's: a map is a table, a sequence an array, and a struct (named as the
+/// agent's code names it) a table.
+fn in_toml_words(message: &str) -> String {
+    let mut message = message
+        .replace("invalid type: map", "invalid type: table")
+        .replace("invalid type: sequence", "invalid type: array")
+        .replace("expected a map", "expected a table")
+        .replace("expected a sequence", "expected an array")
+        .replace("expected i64", "expected an integer");
+    while let Some(start) = message.find("expected struct ") {
+        let name_start = start + "expected struct ".len();
+        let name_end = message[name_start..]
+            .find(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+            .map_or(message.len(), |end| name_start + end);
+        message.replace_range(start..name_end, "expected a table");
+    }
+    message
 }
 
 /// Levenshtein distance, for suggesting the key meant.
@@ -255,7 +290,7 @@ mod tests {
             [
                 "line 2: inner.intervall: unknown key: did you mean `interval`? (expected one of `interval`, `count`, \
                  `headers`)",
-                "line 3: inner.count: invalid type: string \"many\", expected i64",
+                "line 3: inner.count: invalid type: string \"many\", expected an integer",
                 "line 4: inner.headers.c: wrong type: integer (not shown: it may be a secret), expected a string",
                 "line 9: targets[1].surprise: unknown key (expected `url` or `password`)",
                 "line 10: extra: unknown key (expected `inner` or `targets`)",
@@ -285,14 +320,17 @@ mod tests {
 
     #[test]
     fn a_table_of_the_wrong_type_is_taken_out_whole() {
-        let (outer, problems) = problems_in("inner = 5\ntargets = [1, 2]\n");
+        let (outer, problems) = problems_in("inner = 5\ntargets = [1, 2]\n[[other]]\n");
         assert_eq!(
             problems,
             [
-                "line 1: inner: invalid type: integer `5`, expected struct Inner",
-                "line 2: targets: invalid type: integer `1`, expected struct Target",
+                "line 1: inner: invalid type: integer `5`, expected a table",
+                "line 2: targets: invalid type: integer `1`, expected a table",
+                "line 3: other: unknown key (expected `inner` or `targets`)",
             ]
         );
+        let (_, problems) = problems_in("inner = [\"1s\"]\n");
+        assert_eq!(problems, ["line 1: inner: invalid type: array, expected a table"]);
         assert!(outer.is_some());
     }
 
@@ -301,8 +339,7 @@ mod tests {
         let (outer, problems) = problems_in("[[inner]]\ninterval = \"1s\"\n[[inner]]\n[[targets]]\nurl = \"u\"\n");
         assert_eq!(
             problems,
-            ["line 1: inner: invalid type: map, expected a string"],
-            "serde reads a struct from a sequence too"
+            ["line 1: inner: invalid type: array of tables, expected a table: write [inner] once, not [[inner]]"]
         );
         assert_eq!(outer.unwrap().targets[0].url.as_deref(), Some("u"));
     }

@@ -92,11 +92,53 @@ pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())].iter().filter(|&&byte| byte == b'\n').count() + 1
 }
 
+/// A duration as the config writes it, e.g. "15s"; a type of its own so that a value of another
+/// type is told what is expected ("expected a duration in quotes, e.g. \"15s\"").
+#[derive(Debug, Clone)]
+pub(crate) struct DurationText(pub(crate) String);
+
+/// A size as the config writes it, e.g. "256MiB"; a type of its own as `DurationText` is.
+#[derive(Debug, Clone)]
+pub(crate) struct SizeText(pub(crate) String);
+
+/// Reads a string into `T`, saying `expecting` of any other type.
+struct QuotedText<T> {
+    expecting: &'static str,
+    wrap: fn(String) -> T,
+}
+
+impl<T> serde::de::Visitor<'_> for QuotedText<T> {
+    type Value = T;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.expecting)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<T, E> {
+        Ok((self.wrap)(text.to_owned()))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DurationText {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(QuotedText {
+            expecting: "a duration in quotes, e.g. \"15s\" or \"500ms\"",
+            wrap: DurationText,
+        })
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SizeText {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(QuotedText { expecting: "a size in quotes, e.g. \"256MiB\"", wrap: SizeText })
+    }
+}
+
 /// A duration key: `value` if given, else the range's default; values that do not parse or lie
 /// outside `range` are problems, and stand in as the default (or the least) of the range.
 pub(crate) fn duration(
     problems: &mut Problems<'_>,
-    value: Option<&Spanned<String>>,
+    value: Option<&Spanned<DurationText>>,
     key: &str,
     range: &DurationRange,
 ) -> Duration {
@@ -106,24 +148,25 @@ pub(crate) fn duration(
 /// Like `duration`, but `None` for a value that is a problem.
 pub(crate) fn checked_duration(
     problems: &mut Problems<'_>,
-    value: Option<&Spanned<String>>,
+    value: Option<&Spanned<DurationText>>,
     key: &str,
     range: &DurationRange,
 ) -> Option<Duration> {
     let Some(value) = value else {
         return Some(range.default_or_min());
     };
-    match humantime::parse_duration(value.get_ref()) {
+    let text = &value.get_ref().0;
+    match humantime::parse_duration(text) {
         Ok(parsed) if range.contains(parsed) => Some(parsed),
         Ok(_) => {
-            problems.at(value, key, format_args!("{:?} is out of range: {}", value.get_ref(), range.describe()));
+            problems.at(value, key, format_args!("{text:?} is out of range: {}", range.describe()));
             None
         }
         Err(error) => {
             problems.at(
                 value,
                 key,
-                format_args!("{:?} is not a duration: {error} (e.g. \"500ms\", \"15s\", \"24h\")", value.get_ref()),
+                format_args!("{text:?} is not a duration: {error} (e.g. \"500ms\", \"15s\", \"24h\")"),
             );
             None
         }
@@ -132,18 +175,24 @@ pub(crate) fn checked_duration(
 
 /// A size key: `value` if given, else the range's default; values that do not parse or lie
 /// outside `range` are problems.
-pub(crate) fn size(problems: &mut Problems<'_>, value: Option<&Spanned<String>>, key: &str, range: &SizeRange) -> u64 {
+pub(crate) fn size(
+    problems: &mut Problems<'_>,
+    value: Option<&Spanned<SizeText>>,
+    key: &str,
+    range: &SizeRange,
+) -> u64 {
     let Some(value) = value else {
         return range.default_bytes();
     };
-    match byte_size(value.get_ref()) {
+    let text = &value.get_ref().0;
+    match byte_size(text) {
         Some(bytes) if range.contains(bytes) => bytes,
         Some(_) => {
-            problems.at(value, key, format_args!("{:?} is out of range: {}", value.get_ref(), range.describe()));
+            problems.at(value, key, format_args!("{text:?} is out of range: {}", range.describe()));
             range.default_bytes()
         }
         None => {
-            problems.at(value, key, format_args!("{:?} is not a size, e.g. \"256MiB\", \"1GB\"", value.get_ref()));
+            problems.at(value, key, format_args!("{text:?} is not a size, e.g. \"256MiB\", \"1GB\""));
             range.default_bytes()
         }
     }

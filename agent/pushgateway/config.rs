@@ -10,7 +10,7 @@ use reqwest::{Method, Url};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::common::problems::{Problems, duration, is_label_name};
+use crate::common::problems::{DurationText, Problems, duration, is_label_name};
 use crate::common::ranges::PUSHGATEWAY_TIMEOUT;
 use crate::common::redact::without_credentials;
 use crate::http::config::{HttpSettings, RawBasicAuth, RawHttp, RawTls};
@@ -31,7 +31,7 @@ pub(crate) struct RawPushgateway {
     #[serde(default = "default_method")]
     method: Spanned<String>,
     /// How long one request may take, connecting included.
-    timeout: Option<Spanned<String>>,
+    timeout: Option<Spanned<DurationText>>,
     /// Delete the group when the agent stops cleanly.
     #[serde(default)]
     delete_on_shutdown: bool,

@@ -8,7 +8,7 @@ use reqwest::Url;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::common::problems::{Problems, count, duration, size};
+use crate::common::problems::{DurationText, Problems, SizeText, count, duration, size};
 use crate::common::ranges::{
     REMOTE_WRITE_MAX_SAMPLES_PER_SEND, REMOTE_WRITE_QUEUE_MAX_AGE, REMOTE_WRITE_QUEUE_MAX_BYTES, REMOTE_WRITE_TIMEOUT,
 };
@@ -24,7 +24,7 @@ pub(crate) struct RawRemoteWrite {
     /// The receiver's write endpoint, e.g. Prometheus's `/api/v1/write`. Required.
     url: Option<Spanned<String>>,
     /// How long one request may take, connecting included.
-    timeout: Option<Spanned<String>>,
+    timeout: Option<Spanned<DurationText>>,
     /// The most samples in one request.
     max_samples_per_send: Option<Spanned<i64>>,
     /// The queue's bounds.
@@ -50,9 +50,9 @@ pub(crate) struct RawRemoteWrite {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawQueue {
     /// Samples older than this are dropped unsent (and counted).
-    max_age: Option<Spanned<String>>,
+    max_age: Option<Spanned<DurationText>>,
     /// Beyond this much queued, the oldest samples are dropped (and counted).
-    max_bytes: Option<Spanned<String>>,
+    max_bytes: Option<Spanned<SizeText>>,
 }
 
 /// A checked remote-write target.

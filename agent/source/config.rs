@@ -9,7 +9,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::database_file::refuse_what_is_no_readable_file;
-use crate::common::problems::{Problems, checked_duration, count, duration};
+use crate::common::problems::{DurationText, Problems, checked_duration, count, duration};
 use crate::common::ranges::{SOURCE_BUSY_TIMEOUT, SOURCE_ROWS_PER_READ, SOURCE_TIMEOUT, SOURCE_WINDOW};
 
 /// A checked `[source]` table.
@@ -51,13 +51,13 @@ pub(crate) struct RawSource {
     /// The Django SQLite file, relative to the config file; must exist.
     database: Option<Spanned<String>>,
     /// How far back a transaction's `time_modified` may lie to be counted.
-    window: Option<Spanned<String>>,
+    window: Option<Spanned<DurationText>>,
     /// The IANA zone of the naive timestamps Django stored (UTC when `USE_TZ = True`).
     timezone: Option<Spanned<String>>,
     /// How long a read waits for the app's write lock before the tick fails.
-    busy_timeout: Option<Spanned<String>>,
+    busy_timeout: Option<Spanned<DurationText>>,
     /// The longest one tick's reading may take before it is interrupted or abandoned.
-    timeout: Option<Spanned<String>>,
+    timeout: Option<Spanned<DurationText>>,
     /// The most rows one read transaction takes: the longest an app write waits on the agent.
     rows_per_read: Option<Spanned<i64>>,
     /// The API model's table.
