@@ -498,7 +498,8 @@ mod tests {
         let text = "[source]\ndatabase = \"app.sqlite3\"\n[schedule]\ninterval = \"1s\"\n\
                     [[pushgateway]]\nurl = \"http://u:hunter2@gw:port\"\nbasic_auth = { username = \"u\", password = [\"hunter2\"] }\n\
                     [[remote_write]]\nurl = \"ftp://u:hunter2@r\"\nbearer_token = { token = \"hunter2\" }\n\
-                    headers = { Authorization = 2, X-Token = \"Bearer \\nhunter2\" }\nproxy_url = \"hunter2@proxy\"\n";
+                    headers = { Authorization = 2, X-Token = \"Bearer \\nhunter2\" }\nproxy_url = \"hunter2@proxy\"\n\
+                    [[pushgateway]]\nurl = \"http://gw2\"\nproxy_url = \"socks5://u:hunter2@127.0.0.1:1080\"\n";
         let error = parse_in(dir.path(), text).unwrap_err();
         let message = error.to_string();
         assert!(!message.contains("hunter2"), "{message}");
@@ -510,10 +511,12 @@ mod tests {
             "line 11: remote_write[0].headers.Authorization: wrong type: integer (not shown: it may be a secret)",
             "line 11: remote_write[0].headers.X-Token: is not a valid HTTP header value",
             "line 12: remote_write[0].proxy_url: \"<redacted>@proxy\" is not a proxy URL",
+            "line 15: pushgateway[1].proxy_url: \"socks5://<redacted>@127.0.0.1:1080\": this build speaks to HTTP \
+             proxies only, not SOCKS",
         ] {
             assert!(message.contains(expected), "{expected} not in:\n{message}");
         }
-        assert_eq!(error.problems.len(), 7, "{message}");
+        assert_eq!(error.problems.len(), 8, "{message}");
     }
 
     #[test]

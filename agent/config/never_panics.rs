@@ -203,7 +203,7 @@ fn good_values(key: &str) -> &'static [&'static str] {
         "method" => &["\"post\"", "\"PUT\""],
         "headers" => &["{ \"X-Scope-OrgID\" = \"site-1\" }"],
         "basic_auth" => &["{ username = \"agent\", password = \"hunter2\" }"],
-        "proxy_url" => &["\"http://127.0.0.1:3128\"", "\"socks5://127.0.0.1:1080\""],
+        "proxy_url" => &["\"http://127.0.0.1:3128\"", "\"https://u:p@127.0.0.1:3128\""],
         "queue" => &["{ max_age = \"31d\", max_bytes = \"1TiB\" }"],
         "state_dir" => &["\"☃\"", "\"/nonexistent/state\""],
         _ => &["\"x\""],

@@ -135,16 +135,23 @@ impl RawHttp<'_> {
 
     fn proxy(&self, problems: &mut Problems<'_>, key: &str) -> Option<Url> {
         let proxy = self.proxy_url?;
+        let shown = without_credentials(proxy.get_ref());
         match Url::parse(proxy.get_ref()) {
-            Ok(url) if ["http", "https", "socks5", "socks5h"].contains(&url.scheme()) => Some(url),
+            Ok(url) if ["http", "https"].contains(&url.scheme()) => Some(url),
+            // reqwest is built without its `socks` feature: such a proxy would fail every request.
+            Ok(url) if url.scheme().starts_with("socks") => {
+                problems.at(
+                    proxy,
+                    &format!("{key}.proxy_url"),
+                    format_args!("{shown:?}: this build speaks to HTTP proxies only, not SOCKS"),
+                );
+                None
+            }
             _ => {
                 problems.at(
                     proxy,
                     &format!("{key}.proxy_url"),
-                    format_args!(
-                        "{:?} is not a proxy URL, e.g. \"http://proxy.internal:3128\"",
-                        without_credentials(proxy.get_ref())
-                    ),
+                    format_args!("{shown:?} is not a proxy URL, e.g. \"http://proxy.internal:3128\""),
                 );
                 None
             }
