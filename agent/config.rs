@@ -1,7 +1,9 @@
-//! The configuration file as a whole: the TOML parsed with its spans, then one `validate` step
-//! that hands each table to the module it configures (`source`, `exposition`, the outlets) and
-//! checks what spans tables, so every problem is reported at once with its key and line. This
-//! sits above the outlets and composes their settings; none of them imports it.
+//! The configuration file as a whole: the TOML parsed with its spans and deserialized past every
+//! unknown key and wrong type (`common::deserialize`), then one `validate` step that hands each
+//! table to the module it configures (`source`, `exposition`, the outlets) and checks what spans
+//! tables, so every problem is reported at once with its key and line. Every duration, size and
+//! count has its range in `common::ranges`. This sits above the outlets and composes their
+//! settings; none of them imports it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -12,8 +14,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::common::deserialize::deserialize_past_mistakes;
 use crate::common::files::read_regular_text;
-use crate::common::problems::{Problems, duration, line_of};
+use crate::common::problems::{DurationText, Problems, duration};
+use crate::common::ranges::SCHEDULE_INTERVAL;
 use crate::common::redact::redacted_config;
 use crate::exposition::config::{MetricConfig, RawLabels, RawMetric, validate_labels};
 use crate::pushgateway::config::{PushgatewayConfig, RawPushgateway};
@@ -100,22 +104,18 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 /// Parses and validates configuration text; `path` names it in messages and anchors relative paths.
+/// Every problem is reported: unknown keys and values of the wrong type are taken out and the
+/// rest checked as if they were not there.
 pub(crate) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-    let raw: RawConfig = toml::from_str(text)
-        .map_err(|error| ConfigError { path: path.to_owned(), problems: vec![describe_toml_error(text, &error)] })?;
     let mut problems = Problems::new(text);
-    let config = raw.validate(&mut problems, path, text);
-    match problems.into_messages() {
-        found if found.is_empty() => Ok(config),
-        found => Err(ConfigError { path: path.to_owned(), problems: found }),
-    }
-}
-
-fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
-    let message = error.message().trim_end().to_owned();
-    match error.span() {
-        Some(span) => format!("line {}: {message}", line_of(text, span.start)),
-        None => message,
+    let config =
+        deserialize_past_mistakes::<RawConfig>(text, &mut problems).map(|raw| raw.validate(&mut problems, path, text));
+    match (config, problems.into_messages()) {
+        (Some(config), found) if found.is_empty() => Ok(config),
+        (_, found) if found.is_empty() => {
+            Err(ConfigError { path: path.to_owned(), problems: vec!["cannot be read as TOML".to_owned()] })
+        }
+        (_, found) => Err(ConfigError { path: path.to_owned(), problems: found }),
     }
 }
 
@@ -129,7 +129,8 @@ struct RawConfig {
     /// The agent's own settings.
     #[serde(default)]
     agent: RawAgent,
-    /// The Django database to read.
+    /// The Django database to read; required (its `database` key is).
+    #[serde(default)]
     source: RawSource,
     /// When to compute the aggregate.
     #[serde(default)]
@@ -172,7 +173,7 @@ fn default_state_dir() -> String {
 #[serde(deny_unknown_fields)]
 struct RawSchedule {
     /// A fixed interval between ticks, e.g. "15s"; exclusive with `cron`.
-    interval: Option<Spanned<String>>,
+    interval: Option<Spanned<DurationText>>,
     /// A cron expression with a seconds field, evaluated in UTC; exclusive with `interval`.
     cron: Option<Spanned<String>>,
     /// Whether to tick once at start-up instead of waiting for the first scheduled time.
@@ -193,8 +194,9 @@ fn default_true() -> bool {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawScrape {
-    /// The address to serve `/metrics` and `/healthz` on, e.g. "127.0.0.1:9184".
-    listen: Spanned<String>,
+    /// The address to serve `/metrics` and `/healthz` on, e.g. "127.0.0.1:9184"; required in the
+    /// table.
+    listen: Option<Spanned<String>>,
     /// Serve `POST /-/reload`, which re-reads the config as SIGHUP does.
     #[serde(default)]
     enable_reload: bool,
@@ -232,31 +234,26 @@ impl RawConfig {
 
 impl RawSchedule {
     fn validate(&self, problems: &mut Problems<'_>) -> Schedule {
+        let fallback = Schedule::Interval(SCHEDULE_INTERVAL.default_or_min());
         match (&self.interval, &self.cron) {
             (Some(_), Some(cron)) => {
                 problems.at(cron, "schedule.cron", "set exactly one of schedule.interval and schedule.cron, not both");
-                Schedule::Interval(Duration::from_secs(15))
+                fallback
             }
             (None, None) => {
-                problems.plain("schedule", "set exactly one of schedule.interval (e.g. \"15s\") and schedule.cron");
-                Schedule::Interval(Duration::from_secs(15))
+                problems.missing("schedule", "set exactly one of schedule.interval (e.g. \"15s\") and schedule.cron");
+                fallback
             }
             (Some(interval), None) => {
-                Schedule::Interval(duration(problems, Some(interval), "schedule.interval", "15s"))
+                Schedule::Interval(duration(problems, Some(interval), "schedule.interval", &SCHEDULE_INTERVAL))
             }
-            (None, Some(cron)) => {
-                if let Err(error) = parse_cron(cron.get_ref()) {
-                    problems.at(
-                        cron,
-                        "schedule.cron",
-                        format_args!(
-                            "{:?} is not a cron expression: {error} (six fields, seconds first, e.g. \"*/15 * * * * *\")",
-                            cron.get_ref()
-                        ),
-                    );
+            (None, Some(cron)) => match next_cron_time(cron.get_ref(), chrono::Utc::now()) {
+                Ok(_) => Schedule::Cron(cron.get_ref().clone()),
+                Err(problem) => {
+                    problems.at(cron, "schedule.cron", format_args!("{:?} {problem}", cron.get_ref()));
+                    fallback
                 }
-                Schedule::Cron(cron.get_ref().clone())
-            }
+            },
         }
     }
 }
@@ -270,16 +267,37 @@ pub(crate) fn parse_cron(expression: &str) -> Result<croner::Cron, croner::error
         .parse(expression)
 }
 
+/// The first time after `now` that the cron `expression` names; the problem, as the end of a
+/// sentence about the expression, when it does not parse or names no time to come (30 February,
+/// a year gone by).
+fn next_cron_time(
+    expression: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    let cron = parse_cron(expression).map_err(|error| {
+        format!("is not a cron expression: {error} (six fields, seconds first, e.g. \"*/15 * * * * *\")")
+    })?;
+    cron.find_next_occurrence(&now, false)
+        .map_err(|_| "names no time to come (a day no month has, or a year gone by?)".to_owned())
+}
+
 impl RawScrape {
     fn validate(&self, problems: &mut Problems<'_>) -> Option<SocketAddr> {
-        self.listen
+        let Some(listen) = &self.listen else {
+            problems.missing(
+                "scrape.listen",
+                "missing: the address to serve /metrics on, e.g. \"127.0.0.1:9184\" (or leave [scrape] out)",
+            );
+            return None;
+        };
+        listen
             .get_ref()
             .parse::<SocketAddr>()
             .map_err(|_| {
                 problems.at(
-                    &self.listen,
+                    listen,
                     "scrape.listen",
-                    format_args!("{:?} is not an address with a port, e.g. \"127.0.0.1:9184\"", self.listen.get_ref()),
+                    format_args!("{:?} is not an address with a port, e.g. \"127.0.0.1:9184\"", listen.get_ref()),
                 );
             })
             .ok()
@@ -330,6 +348,9 @@ fn validate_remote_writes(problems: &mut Problems<'_>, raw: &[RawRemoteWrite], b
 }
 
 #[cfg(test)]
+mod never_panics;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::source::config::Tables;
@@ -353,6 +374,8 @@ mod tests {
         let config = parse_in(dir.path(), &shipped).unwrap();
         assert_eq!(config.source.window, Duration::from_secs(24 * 3600));
         assert_eq!(config.source.timezone, Tz::UTC);
+        assert_eq!(config.source.busy_timeout, Duration::from_secs(5));
+        assert_eq!(config.source.timeout, Duration::from_secs(30));
         assert!(matches!(config.schedule, Schedule::Interval(interval) if interval == Duration::from_secs(15)));
         assert_eq!(config.metric.name, "api_transactions");
         assert_eq!(config.metric.help, "API Transactions");
@@ -370,9 +393,12 @@ mod tests {
             "[source]\ndatabase = \"app.sqlite3\"\nwindw = \"24h\"\n[schedule]\ninterval = \"1s\"\n",
         )
         .unwrap_err();
-        let message = error.to_string();
-        assert!(message.contains("line 3"), "{message}");
-        assert!(message.contains("unknown field `windw`"), "{message}");
+        assert_eq!(
+            error.problems,
+            ["line 3: source.windw: unknown key: did you mean `window`? (expected one of `database`, `window`, \
+              `timezone`, `busy_timeout`, `timeout`, `rows_per_read`, `api_table`, `status_table`, \
+              `transaction_table`)"]
+        );
     }
 
     #[test]
@@ -435,9 +461,161 @@ mod tests {
         )
         .unwrap_err();
         let problems = error.problems.join("\n");
-        assert!(problems.contains("line 3: source.busy_timeout: must be longer than zero"), "{problems}");
+        assert!(
+            problems.contains("line 3: source.busy_timeout: \"0s\" is out of range: from 1ms to 10min (default 5s)"),
+            "{problems}"
+        );
         assert!(problems.contains("line 5: schedule.interval: \"fast\" is not a duration"), "{problems}");
         assert!(problems.contains("line 7: scrape.listen: \"localhost\" is not an address"), "{problems}");
         assert!(problems.contains("line 9: metric.name: \"api-transactions\" is not a metric name"), "{problems}");
+    }
+
+    /// The issue's example: four independent mistakes in four tables, all reported in one run.
+    #[test]
+    fn an_unknown_key_a_wrong_type_a_bad_value_and_a_cross_field_rule_are_all_reported() {
+        let dir = with_database();
+        let text = "[source]\ndatabase = \"app.sqlite3\"\nwindow = \"100000000000h\"\n\
+                    [schedule]\nintervall = \"15s\"\n\
+                    [metric]\nzero_fill = \"yes\"\n\
+                    [[remote_write]]\nurl = \"http://a/write\"\nbasic_auth = { username = \"u\", password = \"p\" }\n\
+                    bearer_token = \"t\"\n";
+        let error = parse_in(dir.path(), text).unwrap_err();
+        assert_eq!(
+            error.problems,
+            [
+                "line 3: source.window: \"100000000000h\" is out of range: from 1s to 366d (default 24h)",
+                "line 5: schedule.intervall: unknown key: did you mean `interval`? (expected one of `interval`, \
+                 `cron`, `run_on_start`)",
+                "line 7: metric.zero_fill: invalid type: string \"yes\", expected a boolean",
+                "line 10: remote_write[0].basic_auth: set basic_auth or a bearer token, not both",
+            ],
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_secret_of_the_wrong_type_or_in_a_bad_url_is_named_never_shown() {
+        let dir = with_database();
+        let text = "[source]\ndatabase = \"app.sqlite3\"\n[schedule]\ninterval = \"1s\"\n\
+                    [[pushgateway]]\nurl = \"http://u:hunter2@gw:port\"\nbasic_auth = { username = \"u\", password = [\"hunter2\"] }\n\
+                    [[remote_write]]\nurl = \"ftp://u:hunter2@r\"\nbearer_token = { token = \"hunter2\" }\n\
+                    headers = { Authorization = 2, X-Token = \"Bearer \\nhunter2\" }\nproxy_url = \"hunter2@proxy\"\n\
+                    [[pushgateway]]\nurl = \"http://gw2\"\nproxy_url = \"socks5://u:hunter2@127.0.0.1:1080\"\n";
+        let error = parse_in(dir.path(), text).unwrap_err();
+        let message = error.to_string();
+        assert!(!message.contains("hunter2"), "{message}");
+        for expected in [
+            "line 6: pushgateway[0].url: \"http://<redacted>@gw:port\" is not a URL",
+            "line 7: pushgateway[0].basic_auth.password: wrong type: array (not shown: it may be a secret), expected a string",
+            "line 9: remote_write[0].url: holds credentials",
+            "line 10: remote_write[0].bearer_token: wrong type: table (not shown: it may be a secret)",
+            "line 11: remote_write[0].headers.Authorization: wrong type: integer (not shown: it may be a secret)",
+            "line 11: remote_write[0].headers.X-Token: is not a valid HTTP header value",
+            "line 12: remote_write[0].proxy_url: \"<redacted>@proxy\" is not a proxy URL",
+            "line 15: pushgateway[1].proxy_url: \"socks5://<redacted>@127.0.0.1:1080\": this build speaks to HTTP \
+             proxies only, not SOCKS",
+        ] {
+            assert!(message.contains(expected), "{expected} not in:\n{message}");
+        }
+        assert_eq!(error.problems.len(), 8, "{message}");
+    }
+
+    #[test]
+    fn durations_outside_their_ranges_are_refused_and_a_cron_that_never_comes_too() {
+        let dir = with_database();
+        for (keys, expected) in [
+            (
+                "[schedule]\ninterval = \"1ns\"\n",
+                "line 4: schedule.interval: \"1ns\" is out of range: from 100ms to 366d",
+            ),
+            (
+                "[schedule]\ninterval = \"18446744073709551616s\"\n",
+                "line 4: schedule.interval: \"18446744073709551616s\" is not a duration",
+            ),
+            ("[schedule]\ncron = \"0 0 0 30 2 *\"\n", "line 4: schedule.cron: \"0 0 0 30 2 *\" names no time to come"),
+            ("[schedule]\ncron = \"0 0 0 1 1 * 2020\"\n", "line 4: schedule.cron: \"0 0 0 1 1 * 2020\" names no time"),
+        ] {
+            let error = parse_in(dir.path(), &format!("[source]\ndatabase = \"app.sqlite3\"\n{keys}")).unwrap_err();
+            assert_eq!(error.problems.len(), 1, "{error}");
+            assert!(error.problems[0].starts_with(expected), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_duration_or_size_of_another_type_is_told_what_is_expected() {
+        let dir = with_database();
+        let text = "[source]\ndatabase = \"app.sqlite3\"\nwindow = 24\n[schedule]\ninterval = \"1s\"\n\
+                    [[remote_write]]\nurl = \"http://r/w\"\nqueue = { max_bytes = 4096 }\nmax_samples_per_send = 1e3\n";
+        let error = parse_in(dir.path(), text).unwrap_err();
+        assert_eq!(
+            error.problems,
+            [
+                "line 3: source.window: invalid type: integer `24`, expected a duration in quotes, e.g. \"15s\" or \
+                 \"500ms\"",
+                "line 8: remote_write[0].queue.max_bytes: invalid type: integer `4096`, expected a size in quotes, e.g. \
+                 \"256MiB\"",
+                "line 9: remote_write[0].max_samples_per_send: invalid type: floating point `1000.0`, expected an integer",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_lock_wait_must_end_before_the_ticks_deadline() {
+        let dir = with_database();
+        let with = |keys: &str| {
+            parse_in(
+                dir.path(),
+                &format!("[source]\ndatabase = \"app.sqlite3\"\n{keys}[schedule]\ninterval = \"1s\"\n"),
+            )
+        };
+        let config = with("").unwrap();
+        assert_eq!(
+            (config.source.busy_timeout, config.source.timeout),
+            (Duration::from_secs(5), Duration::from_secs(30))
+        );
+        let error = with("busy_timeout = \"1m\"\n").unwrap_err();
+        assert_eq!(
+            error.problems,
+            [
+                "line 3: source.busy_timeout: 1m is not shorter than source.timeout (30s), the deadline of a tick's whole \
+              reading: make it shorter"
+            ]
+        );
+        let error = with("timeout = \"2s\"\n").unwrap_err();
+        assert!(
+            error.problems[0].starts_with("line 3: source.timeout: 2s is not longer than source.busy_timeout (5s"),
+            "{error}"
+        );
+        assert_eq!(with("timeout = \"2s\"\nbusy_timeout = \"1s\"\n").unwrap().source.timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_config_of_no_toml_names_the_line() {
+        let dir = with_database();
+        let error = parse_in(dir.path(), "[source]\ndatabase = \"app.sqlite3\"\nwindow = 24h\n").unwrap_err();
+        assert_eq!(error.problems.len(), 1, "{error}");
+        assert!(error.problems[0].starts_with("line 3: TOML syntax: "), "{error}");
+    }
+
+    #[test]
+    fn a_missing_required_key_is_named_once() {
+        let dir = with_database();
+        let error = parse_in(
+            dir.path(),
+            "[schedule]\ninterval = \"1s\"\n[scrape]\nenable_reload = true\n[[pushgateway]]\njob = \"j\"\n\
+             [[remote_write]]\nurl = 5\n",
+        )
+        .unwrap_err();
+        let problems = error.problems.join("\n");
+        assert!(
+            problems.contains("line 8: remote_write[0].url: invalid type: integer `5`")
+                || problems.contains("line 8: remote_write[0].url: wrong type: integer"),
+            "{problems}"
+        );
+        assert!(problems.contains("source.database: missing"), "{problems}");
+        assert!(problems.contains("scrape.listen: missing"), "{problems}");
+        assert!(problems.contains("pushgateway[0].url: missing"), "{problems}");
+        assert!(!problems.contains("remote_write[0].url: missing"), "{problems}");
+        assert_eq!(error.problems.len(), 4, "{problems}");
     }
 }

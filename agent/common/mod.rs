@@ -1,8 +1,9 @@
 //! The bottom layer: small helpers every other module may use and that use nothing of the agent's
-//! own. Django's timestamp text, the config's problem list and value parsers, secrets that never
-//! print, and a small random generator.
+//! own. Django's timestamp text, the config's problem list, value parsers and ranges, reading its
+//! TOML past mistakes, secrets that never print, and a small random generator.
 
 pub(crate) mod deadline;
+pub(crate) mod deserialize;
 pub mod django_time;
 pub mod files;
 pub mod instance_lock;
@@ -10,4 +11,5 @@ pub mod logging;
 pub mod open_files;
 pub(crate) mod problems;
 pub(crate) mod random;
+pub(crate) mod ranges;
 pub(crate) mod redact;

@@ -1,13 +1,18 @@
 //! What every settings table's validation shares: the list of problems found, each with its key
-//! and line, and the parsers of values that several tables take (durations, sizes, names).
+//! and line, and the parsers of values that several tables take (durations, sizes and counts
+//! within their ranges, names).
 
 use std::fmt;
 use std::time::Duration;
 
 use toml::Spanned;
 
+use super::ranges::{CountRange, DurationRange, SizeRange, byte_size};
+use super::redact::credentials_out_of_urls;
+
 /// The problems found so far in one config file, each with its key and, where the TOML has it,
-/// its line. Validation goes on past a problem so that every one is reported at once.
+/// its line. Validation goes on past a problem so that every one is reported at once. A URL's
+/// credentials never show in a message, whatever key the URL was written under.
 pub(crate) struct Problems<'a> {
     text: &'a str,
     found: Vec<Problem>,
@@ -17,6 +22,8 @@ pub(crate) struct Problems<'a> {
 struct Problem {
     /// The line it is on, for sorting them as the file reads; `None` for no one place.
     line: Option<usize>,
+    /// The key path it is about, e.g. `pushgateway[0].url`.
+    key: String,
     message: String,
 }
 
@@ -28,16 +35,48 @@ impl<'a> Problems<'a> {
 
     /// A problem with the value at `value`'s place in the file.
     pub(crate) fn at<T>(&mut self, value: &Spanned<T>, key: &str, message: impl fmt::Display) {
-        if value.span().end == 0 {
+        self.at_offset(value.span().start, value.span().end == 0, key, message);
+    }
+
+    /// A problem with what lies at byte `offset` of the file.
+    pub(crate) fn at_offset(&mut self, offset: usize, nowhere: bool, key: &str, message: impl fmt::Display) {
+        if nowhere {
             return self.plain(key, message);
         }
-        let line = line_of(self.text, value.span().start);
-        self.found.push(Problem { line: Some(line), message: format!("line {line}: {key}: {message}") });
+        let line = line_of(self.text, offset);
+        let message = credentials_out_of_urls(&format!("line {line}: {key}: {message}"));
+        self.found.push(Problem { line: Some(line), key: key.to_owned(), message });
     }
 
     /// A problem with no one place in the file.
     pub(crate) fn plain(&mut self, key: &str, message: impl fmt::Display) {
-        self.found.push(Problem { line: None, message: format!("{key}: {message}") });
+        let message = credentials_out_of_urls(&format!("{key}: {message}"));
+        self.found.push(Problem { line: None, key: key.to_owned(), message });
+    }
+
+    /// A required key that is absent, unless a problem with it, with a table holding it or with a
+    /// key inside it is already reported: a value of the wrong type is taken out before the
+    /// checks run, and is not to be reported twice.
+    pub(crate) fn missing(&mut self, key: &str, message: impl fmt::Display) {
+        if !self.reported_about(key) {
+            self.plain(key, message);
+        }
+    }
+
+    /// Like `missing`, for a key absent from the table at `table`'s place.
+    pub(crate) fn missing_in<T>(&mut self, table: &Spanned<T>, key: &str, message: impl fmt::Display) {
+        if !self.reported_about(key) {
+            self.at(table, key, message);
+        }
+    }
+
+    /// Whether a problem is reported with `key`, a table holding it, or a key inside it.
+    fn reported_about(&self, key: &str) -> bool {
+        let related = |reported: &str| {
+            let (shorter, longer) = if reported.len() <= key.len() { (reported, key) } else { (key, reported) };
+            longer.strip_prefix(shorter).is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+        };
+        self.found.iter().any(|problem| related(&problem.key))
     }
 
     /// Every problem, in the order the file reads (those with no line last); empty when the
@@ -53,49 +92,122 @@ pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())].iter().filter(|&&byte| byte == b'\n').count() + 1
 }
 
-/// A duration key: `value` if given, else `default`; zero and unparsable values are problems.
+/// A duration as the config writes it, e.g. "15s"; a type of its own so that a value of another
+/// type is told what is expected ("expected a duration in quotes, e.g. \"15s\"").
+#[derive(Debug, Clone)]
+pub(crate) struct DurationText(pub(crate) String);
+
+/// A size as the config writes it, e.g. "256MiB"; a type of its own as `DurationText` is.
+#[derive(Debug, Clone)]
+pub(crate) struct SizeText(pub(crate) String);
+
+/// Reads a string into `T`, saying `expecting` of any other type.
+struct QuotedText<T> {
+    expecting: &'static str,
+    wrap: fn(String) -> T,
+}
+
+impl<T> serde::de::Visitor<'_> for QuotedText<T> {
+    type Value = T;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.expecting)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<T, E> {
+        Ok((self.wrap)(text.to_owned()))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DurationText {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(QuotedText {
+            expecting: "a duration in quotes, e.g. \"15s\" or \"500ms\"",
+            wrap: DurationText,
+        })
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SizeText {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(QuotedText { expecting: "a size in quotes, e.g. \"256MiB\"", wrap: SizeText })
+    }
+}
+
+/// A duration key: `value` if given, else the range's default; values that do not parse or lie
+/// outside `range` are problems, and stand in as the default (or the least) of the range.
 pub(crate) fn duration(
     problems: &mut Problems<'_>,
-    value: Option<&Spanned<String>>,
+    value: Option<&Spanned<DurationText>>,
     key: &str,
-    default: &str,
+    range: &DurationRange,
 ) -> Duration {
+    checked_duration(problems, value, key, range).unwrap_or_else(|| range.default_or_min())
+}
+
+/// Like `duration`, but `None` for a value that is a problem.
+pub(crate) fn checked_duration(
+    problems: &mut Problems<'_>,
+    value: Option<&Spanned<DurationText>>,
+    key: &str,
+    range: &DurationRange,
+) -> Option<Duration> {
     let Some(value) = value else {
-        return humantime::parse_duration(default).expect("default durations parse");
+        return Some(range.default_or_min());
     };
-    match humantime::parse_duration(value.get_ref()) {
-        Ok(parsed) if parsed.is_zero() => {
-            problems.at(value, key, "must be longer than zero");
-            parsed
+    let text = &value.get_ref().0;
+    match humantime::parse_duration(text) {
+        Ok(parsed) if range.contains(parsed) => Some(parsed),
+        Ok(_) => {
+            problems.at(value, key, format_args!("{text:?} is out of range: {}", range.describe()));
+            None
         }
-        Ok(parsed) => parsed,
         Err(error) => {
             problems.at(
                 value,
                 key,
-                format_args!("{:?} is not a duration: {error} (e.g. \"500ms\", \"15s\", \"24h\")", value.get_ref()),
+                format_args!("{text:?} is not a duration: {error} (e.g. \"500ms\", \"15s\", \"24h\")"),
             );
-            Duration::from_secs(1)
+            None
         }
     }
 }
 
-/// A size such as "256MiB", "1GB", "4096" (bytes); binary and decimal units.
-pub(crate) fn byte_size(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        "kib" => 1 << 10,
-        "mib" => 1 << 20,
-        "gib" => 1 << 30,
-        _ => return None,
+/// A size key: `value` if given, else the range's default; values that do not parse or lie
+/// outside `range` are problems.
+pub(crate) fn size(
+    problems: &mut Problems<'_>,
+    value: Option<&Spanned<SizeText>>,
+    key: &str,
+    range: &SizeRange,
+) -> u64 {
+    let Some(value) = value else {
+        return range.default_bytes();
     };
-    number.parse::<u64>().ok()?.checked_mul(multiplier).filter(|size| *size > 0)
+    let text = &value.get_ref().0;
+    match byte_size(text) {
+        Some(bytes) if range.contains(bytes) => bytes,
+        Some(_) => {
+            problems.at(value, key, format_args!("{text:?} is out of range: {}", range.describe()));
+            range.default_bytes()
+        }
+        None => {
+            problems.at(value, key, format_args!("{text:?} is not a size, e.g. \"256MiB\", \"1GB\""));
+            range.default_bytes()
+        }
+    }
+}
+
+/// A count key: `value` if given, else the range's default; values outside `range` are problems.
+pub(crate) fn count(problems: &mut Problems<'_>, value: Option<&Spanned<i64>>, key: &str, range: &CountRange) -> u64 {
+    match value {
+        None => range.default as u64,
+        Some(value) if range.contains(*value.get_ref()) => *value.get_ref() as u64,
+        Some(value) => {
+            problems.at(value, key, format_args!("{} is out of range: {}", value.get_ref(), range.describe()));
+            range.default as u64
+        }
+    }
 }
 
 /// A Prometheus metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
@@ -118,13 +230,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_take_binary_and_decimal_units() {
-        assert_eq!(byte_size("256MiB"), Some(256 << 20));
-        assert_eq!(byte_size("1GB"), Some(1_000_000_000));
-        assert_eq!(byte_size("4096"), Some(4096));
-        assert_eq!(byte_size("2 kib"), Some(2048));
-        for bad in ["", "0", "MiB", "12XB", "-1MiB", "99999999999999999999GiB"] {
-            assert_eq!(byte_size(bad), None, "{bad}");
-        }
+    fn a_missing_key_is_not_reported_again_under_a_reported_table_or_key() {
+        let text = "[schedule]\ninterval = 5\n";
+        let mut problems = Problems::new(text);
+        problems.at_offset(22, false, "schedule.interval", "invalid type");
+        problems.missing("schedule", "set exactly one of schedule.interval and schedule.cron");
+        problems.missing("schedule.interval", "missing");
+        problems.missing("scheduler", "not related: a key is more than a prefix");
+        problems.missing("pushgateway[0].url", "missing");
+        assert_eq!(
+            problems.into_messages(),
+            [
+                "line 2: schedule.interval: invalid type",
+                "scheduler: not related: a key is more than a prefix",
+                "pushgateway[0].url: missing"
+            ]
+        );
     }
 }

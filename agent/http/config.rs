@@ -11,7 +11,7 @@ use toml::Spanned;
 
 use crate::common::files::{read_regular_file, read_regular_text};
 use crate::common::problems::Problems;
-use crate::common::redact::Secret;
+use crate::common::redact::{Secret, without_credentials};
 
 /// Headers the agent sets itself; a target's `headers` may not replace them.
 const RESERVED_HEADERS: [&str; 5] =
@@ -21,8 +21,8 @@ const RESERVED_HEADERS: [&str; 5] =
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawBasicAuth {
-    /// The user name sent with every request.
-    username: String,
+    /// The user name sent with every request; required.
+    username: Option<String>,
     /// The password, written in the config.
     password: Option<String>,
     /// A file holding the password (a trailing newline is ignored).
@@ -112,8 +112,15 @@ impl RawHttp<'_> {
                 problems.at(token, &format!("{key}.bearer_token"), "set bearer_token or bearer_token_file, not both");
                 None
             }
-            (Some(token), None) => Some(Secret::new(token.get_ref().clone())),
-            (None, Some(file)) => read_secret(problems, &format!("{key}.bearer_token_file"), file, base),
+            (Some(token), None) => {
+                let secret = Secret::new(token.get_ref().clone());
+                usable_in_a_header(problems, &format!("{key}.bearer_token"), token, Some(secret))
+            }
+            (None, Some(file)) => {
+                let file_key = format!("{key}.bearer_token_file");
+                let token = read_secret(problems, &file_key, file, base);
+                usable_in_a_header(problems, &file_key, file, token)
+            }
             (None, None) => None,
         };
         let basic = self.basic_auth.and_then(|spanned| basic_auth(problems, key, spanned, base));
@@ -129,18 +136,48 @@ impl RawHttp<'_> {
 
     fn proxy(&self, problems: &mut Problems<'_>, key: &str) -> Option<Url> {
         let proxy = self.proxy_url?;
+        let shown = without_credentials(proxy.get_ref());
         match Url::parse(proxy.get_ref()) {
-            Ok(url) if ["http", "https", "socks5", "socks5h"].contains(&url.scheme()) => Some(url),
+            Ok(url) if ["http", "https"].contains(&url.scheme()) => Some(url),
+            // reqwest is built without its `socks` feature: such a proxy would fail every request.
+            Ok(url) if url.scheme().starts_with("socks") => {
+                problems.at(
+                    proxy,
+                    &format!("{key}.proxy_url"),
+                    format_args!("{shown:?}: this build speaks to HTTP proxies only, not SOCKS"),
+                );
+                None
+            }
             _ => {
                 problems.at(
                     proxy,
                     &format!("{key}.proxy_url"),
-                    format_args!("{:?} is not a proxy URL, e.g. \"http://proxy.internal:3128\"", proxy.get_ref()),
+                    format_args!("{shown:?} is not a proxy URL, e.g. \"http://proxy.internal:3128\""),
                 );
                 None
             }
         }
     }
+}
+
+/// `token`, if "Bearer <token>" can be an HTTP header's value; else a problem at `place`, which
+/// names the key and never shows the token.
+fn usable_in_a_header<T>(
+    problems: &mut Problems<'_>,
+    key: &str,
+    place: &Spanned<T>,
+    token: Option<Secret>,
+) -> Option<Secret> {
+    let token = token?;
+    if HeaderValue::try_from(format!("Bearer {}", token.expose())).is_ok() {
+        return Some(token);
+    }
+    problems.at(
+        place,
+        key,
+        "the token is not usable in an HTTP header: it holds a line break or another control character",
+    );
+    None
 }
 
 fn basic_auth(problems: &mut Problems<'_>, key: &str, spanned: &Spanned<RawBasicAuth>, base: &Path) -> Option<Auth> {
@@ -156,11 +193,15 @@ fn basic_auth(problems: &mut Problems<'_>, key: &str, spanned: &Spanned<RawBasic
             read_secret(problems, &format!("{key}.basic_auth.password_file"), &file, base)
         }
         (None, None) => {
-            problems.at(spanned, &format!("{key}.basic_auth"), "needs password or password_file");
+            problems.missing_in(spanned, &format!("{key}.basic_auth"), "needs password or password_file");
             None
         }
     };
-    password.map(|password| Auth::Basic { username: basic.username.clone(), password })
+    let Some(username) = &basic.username else {
+        problems.missing_in(spanned, &format!("{key}.basic_auth.username"), "missing: the user name to send");
+        return None;
+    };
+    password.map(|password| Auth::Basic { username: username.clone(), password })
 }
 
 /// Checks `tls` (at `tls_key`) into `settings`: the CA, the client certificate and its key.

@@ -10,15 +10,17 @@ use reqwest::{Method, Url};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::common::problems::{Problems, duration, is_label_name};
+use crate::common::problems::{DurationText, Problems, duration, is_label_name};
+use crate::common::ranges::PUSHGATEWAY_TIMEOUT;
+use crate::common::redact::without_credentials;
 use crate::http::config::{HttpSettings, RawBasicAuth, RawHttp, RawTls};
 
 /// One `[[pushgateway]]` table as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawPushgateway {
-    /// The gateway's base URL; a path prefix is kept.
-    url: Spanned<String>,
+    /// The gateway's base URL; a path prefix is kept. Required.
+    url: Option<Spanned<String>>,
     /// The `job` of the group pushed to.
     #[serde(default = "default_job")]
     job: Spanned<String>,
@@ -29,7 +31,7 @@ pub(crate) struct RawPushgateway {
     #[serde(default = "default_method")]
     method: Spanned<String>,
     /// How long one request may take, connecting included.
-    timeout: Option<Spanned<String>>,
+    timeout: Option<Spanned<DurationText>>,
     /// Delete the group when the agent stops cleanly.
     #[serde(default)]
     delete_on_shutdown: bool,
@@ -91,7 +93,7 @@ impl RawPushgateway {
         }
         let grouping = self.grouping(problems, &key, &job, labels);
         let method = self.method(problems, &key);
-        let timeout = duration(problems, self.timeout.as_ref(), &format!("{key}.timeout"), "10s");
+        let timeout = duration(problems, self.timeout.as_ref(), &format!("{key}.timeout"), &PUSHGATEWAY_TIMEOUT);
         let http = RawHttp {
             headers: &self.headers,
             basic_auth: self.basic_auth.as_ref(),
@@ -109,35 +111,35 @@ impl RawPushgateway {
 
     fn base_url(&self, problems: &mut Problems<'_>, key: &str) -> Option<Url> {
         let url_key = format!("{key}.url");
-        match Url::parse(self.url.get_ref()) {
-            Ok(url) if !matches!(url.scheme(), "http" | "https") => {
+        let Some(url) = &self.url else {
+            problems.missing(&url_key, "missing: the gateway's base URL, e.g. \"https://push.example.org:9091\"");
+            return None;
+        };
+        // The text is shown only without credentials: a URL that does not parse may hold some.
+        let shown = without_credentials(url.get_ref());
+        match Url::parse(url.get_ref()) {
+            Ok(parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+                problems.at(url, &url_key, "holds credentials: put them in basic_auth instead");
+                None
+            }
+            Ok(parsed) if !matches!(parsed.scheme(), "http" | "https") => {
                 problems.at(
-                    &self.url,
+                    url,
                     &url_key,
-                    format_args!(
-                        "{:?} is not an http:// or https:// URL, e.g. \"https://push.example.org:9091\"",
-                        self.url.get_ref()
-                    ),
+                    format_args!("{shown:?} is not an http:// or https:// URL, e.g. \"https://push.example.org:9091\""),
                 );
                 None
             }
-            Ok(url) if !url.username().is_empty() || url.password().is_some() => {
-                problems.at(&self.url, &url_key, "holds credentials: put them in basic_auth instead");
+            Ok(parsed) if parsed.query().is_some() || parsed.fragment().is_some() => {
+                problems.at(url, &url_key, "must have no query or fragment");
                 None
             }
-            Ok(url) if url.query().is_some() || url.fragment().is_some() => {
-                problems.at(&self.url, &url_key, "must have no query or fragment");
-                None
-            }
-            Ok(url) => Some(url),
+            Ok(parsed) => Some(parsed),
             Err(error) => {
                 problems.at(
-                    &self.url,
+                    url,
                     &url_key,
-                    format_args!(
-                        "{:?} is not a URL: {error} (e.g. \"https://push.example.org:9091\")",
-                        self.url.get_ref()
-                    ),
+                    format_args!("{shown:?} is not a URL: {error} (e.g. \"https://push.example.org:9091\")"),
                 );
                 None
             }

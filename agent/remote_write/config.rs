@@ -8,7 +8,11 @@ use reqwest::Url;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::common::problems::{Problems, byte_size, duration};
+use crate::common::problems::{DurationText, Problems, SizeText, count, duration, size};
+use crate::common::ranges::{
+    REMOTE_WRITE_MAX_SAMPLES_PER_SEND, REMOTE_WRITE_QUEUE_MAX_AGE, REMOTE_WRITE_QUEUE_MAX_BYTES, REMOTE_WRITE_TIMEOUT,
+};
+use crate::common::redact::without_credentials;
 use crate::http::config::{HttpSettings, RawBasicAuth, RawHttp, RawTls};
 
 /// One `[[remote_write]]` table as written.
@@ -17,13 +21,12 @@ use crate::http::config::{HttpSettings, RawBasicAuth, RawHttp, RawTls};
 pub(crate) struct RawRemoteWrite {
     /// Names the queue file and the `target` label; default: derived from the URL.
     name: Option<Spanned<String>>,
-    /// The receiver's write endpoint, e.g. Prometheus's `/api/v1/write`.
-    url: Spanned<String>,
+    /// The receiver's write endpoint, e.g. Prometheus's `/api/v1/write`. Required.
+    url: Option<Spanned<String>>,
     /// How long one request may take, connecting included.
-    timeout: Option<Spanned<String>>,
+    timeout: Option<Spanned<DurationText>>,
     /// The most samples in one request.
-    #[serde(default = "default_max_samples_per_send")]
-    max_samples_per_send: Spanned<i64>,
+    max_samples_per_send: Option<Spanned<i64>>,
     /// The queue's bounds.
     #[serde(default)]
     queue: RawQueue,
@@ -42,18 +45,14 @@ pub(crate) struct RawRemoteWrite {
     proxy_url: Option<Spanned<String>>,
 }
 
-fn default_max_samples_per_send() -> Spanned<i64> {
-    Spanned::new(0..0, 2000)
-}
-
 /// `queue = { max_age = "1h", max_bytes = "256MiB" }`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawQueue {
     /// Samples older than this are dropped unsent (and counted).
-    max_age: Option<Spanned<String>>,
+    max_age: Option<Spanned<DurationText>>,
     /// Beyond this much queued, the oldest samples are dropped (and counted).
-    max_bytes: Option<Spanned<String>>,
+    max_bytes: Option<Spanned<SizeText>>,
 }
 
 /// A checked remote-write target.
@@ -81,31 +80,29 @@ impl RawRemoteWrite {
         let key = format!("remote_write[{index}]");
         let url = self.url(problems, &key);
         let name = self.name(problems, &key, url.as_ref());
-        let max_samples_per_send = *self.max_samples_per_send.get_ref();
-        if !(1..=1_000_000).contains(&max_samples_per_send) {
-            problems.at(
-                &self.max_samples_per_send,
-                &format!("{key}.max_samples_per_send"),
-                "must be from 1 to 1000000",
-            );
-        }
-        let max_bytes = match &self.queue.max_bytes {
-            None => 256 << 20,
-            Some(value) => byte_size(value.get_ref()).unwrap_or_else(|| {
-                problems.at(
-                    value,
-                    &format!("{key}.queue.max_bytes"),
-                    format_args!("{:?} is not a size, e.g. \"256MiB\", \"1GB\"", value.get_ref()),
-                );
-                0
-            }),
-        };
+        let max_samples_per_send = count(
+            problems,
+            self.max_samples_per_send.as_ref(),
+            &format!("{key}.max_samples_per_send"),
+            &REMOTE_WRITE_MAX_SAMPLES_PER_SEND,
+        );
+        let max_bytes = size(
+            problems,
+            self.queue.max_bytes.as_ref(),
+            &format!("{key}.queue.max_bytes"),
+            &REMOTE_WRITE_QUEUE_MAX_BYTES,
+        );
         RemoteWriteConfig {
             name,
             url: url.unwrap_or_else(|| Url::parse("http://invalid.invalid/").expect("a constant URL parses")),
-            timeout: duration(problems, self.timeout.as_ref(), &format!("{key}.timeout"), "30s"),
-            max_samples_per_send: max_samples_per_send.max(1) as usize,
-            max_age: duration(problems, self.queue.max_age.as_ref(), &format!("{key}.queue.max_age"), "1h"),
+            timeout: duration(problems, self.timeout.as_ref(), &format!("{key}.timeout"), &REMOTE_WRITE_TIMEOUT),
+            max_samples_per_send: max_samples_per_send as usize,
+            max_age: duration(
+                problems,
+                self.queue.max_age.as_ref(),
+                &format!("{key}.queue.max_age"),
+                &REMOTE_WRITE_QUEUE_MAX_AGE,
+            ),
             max_bytes,
             http: RawHttp {
                 headers: &self.headers,
@@ -120,21 +117,28 @@ impl RawRemoteWrite {
     }
 
     fn url(&self, problems: &mut Problems<'_>, key: &str) -> Option<Url> {
-        match Url::parse(self.url.get_ref()) {
-            Ok(url)
-                if matches!(url.scheme(), "http" | "https")
-                    && url.username().is_empty()
-                    && url.password().is_none() =>
-            {
-                Some(url)
+        let url_key = format!("{key}.url");
+        let Some(url) = &self.url else {
+            problems.missing(
+                &url_key,
+                "missing: the receiver's write endpoint, e.g. \"https://mimir.example.org/api/v1/push\"",
+            );
+            return None;
+        };
+        match Url::parse(url.get_ref()) {
+            Ok(parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+                problems.at(url, &url_key, "holds credentials: put them in basic_auth instead");
+                None
             }
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => Some(parsed),
             _ => {
+                // Shown without credentials: a URL that does not parse may hold some.
                 problems.at(
-                    &self.url,
-                    &format!("{key}.url"),
+                    url,
+                    &url_key,
                     format_args!(
-                        "{:?} is not an http(s) URL without credentials, e.g. \"https://mimir.example.org/api/v1/push\"",
-                        self.url.get_ref()
+                        "{:?} is not an http(s) URL, e.g. \"https://mimir.example.org/api/v1/push\"",
+                        without_credentials(url.get_ref())
                     ),
                 );
                 None
@@ -165,5 +169,8 @@ fn name_from_url(url: &Url) -> String {
     raw.push_str(url.path());
     let name: String =
         raw.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '.') { c } else { '_' }).collect();
-    name.trim_matches('_').to_owned()
+    match name.trim_matches('_') {
+        "" => "remote".to_owned(),
+        name => name.to_owned(),
+    }
 }

@@ -9,7 +9,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::database_file::refuse_what_is_no_readable_file;
-use crate::common::problems::{Problems, duration};
+use crate::common::problems::{DurationText, Problems, checked_duration, count, duration};
+use crate::common::ranges::{SOURCE_BUSY_TIMEOUT, SOURCE_ROWS_PER_READ, SOURCE_TIMEOUT, SOURCE_WINDOW};
 
 /// A checked `[source]` table.
 #[derive(Debug, Clone)]
@@ -43,11 +44,6 @@ impl Default for Tables {
     }
 }
 
-/// Rows per read transaction unless `rows_per_read` says otherwise: chosen by the writer
-/// benchmark (README, "The app's writes").
-const DEFAULT_ROWS_PER_READ: u64 = 5_000;
-const ROWS_PER_READ_RANGE: std::ops::RangeInclusive<i64> = 100..=10_000_000;
-
 /// `[source]` as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,13 +51,13 @@ pub(crate) struct RawSource {
     /// The Django SQLite file, relative to the config file; must exist.
     database: Option<Spanned<String>>,
     /// How far back a transaction's `time_modified` may lie to be counted.
-    window: Option<Spanned<String>>,
+    window: Option<Spanned<DurationText>>,
     /// The IANA zone of the naive timestamps Django stored (UTC when `USE_TZ = True`).
     timezone: Option<Spanned<String>>,
     /// How long a read waits for the app's write lock before the tick fails.
-    busy_timeout: Option<Spanned<String>>,
+    busy_timeout: Option<Spanned<DurationText>>,
     /// The longest one tick's reading may take before it is stopped, or abandoned if stuck.
-    timeout: Option<Spanned<String>>,
+    timeout: Option<Spanned<DurationText>>,
     /// The most rows one read transaction takes: the longest an app write waits on the agent.
     rows_per_read: Option<Spanned<i64>>,
     /// The API model's table.
@@ -92,7 +88,7 @@ impl RawSource {
     pub(crate) fn validate(self, problems: &mut Problems<'_>, base: &Path) -> SourceConfig {
         let database = match &self.database {
             None => {
-                problems.plain("source.database", "missing: name the Django app's SQLite file");
+                problems.missing("source.database", "missing: name the Django app's SQLite file");
                 PathBuf::new()
             }
             Some(database) => {
@@ -112,9 +108,13 @@ impl RawSource {
                 resolved
             }
         };
-        let window = duration(problems, self.window.as_ref(), "source.window", "24h");
-        let busy_timeout = duration(problems, self.busy_timeout.as_ref(), "source.busy_timeout", "5s");
-        let timeout = duration(problems, self.timeout.as_ref(), "source.timeout", "30s");
+        let window = duration(problems, self.window.as_ref(), "source.window", &SOURCE_WINDOW);
+        let busy_timeout =
+            checked_duration(problems, self.busy_timeout.as_ref(), "source.busy_timeout", &SOURCE_BUSY_TIMEOUT);
+        let timeout = checked_duration(problems, self.timeout.as_ref(), "source.timeout", &SOURCE_TIMEOUT);
+        if let (Some(busy_timeout), Some(timeout)) = (busy_timeout, timeout) {
+            self.check_busy_timeout_within_timeout(problems, busy_timeout, timeout);
+        }
         let timezone = match &self.timezone {
             None => Tz::UTC,
             Some(zone) => zone.get_ref().parse::<Tz>().unwrap_or_else(|_| {
@@ -126,31 +126,49 @@ impl RawSource {
                 Tz::UTC
             }),
         };
-        let rows_per_read = match &self.rows_per_read {
-            None => DEFAULT_ROWS_PER_READ,
-            Some(value) if (ROWS_PER_READ_RANGE).contains(value.get_ref()) => *value.get_ref() as u64,
-            Some(value) => {
-                problems.at(
-                    value,
-                    "source.rows_per_read",
-                    format_args!(
-                        "{} is out of range: from {} to {} (default {DEFAULT_ROWS_PER_READ})",
-                        value.get_ref(),
-                        ROWS_PER_READ_RANGE.start(),
-                        ROWS_PER_READ_RANGE.end()
-                    ),
-                );
-                DEFAULT_ROWS_PER_READ
-            }
-        };
+        let rows_per_read = count(problems, self.rows_per_read.as_ref(), "source.rows_per_read", &SOURCE_ROWS_PER_READ);
         SourceConfig {
             database,
             rows_per_read,
             window,
             timezone,
-            busy_timeout,
-            timeout,
+            busy_timeout: busy_timeout.unwrap_or_else(|| SOURCE_BUSY_TIMEOUT.default_or_min()),
+            timeout: timeout.unwrap_or_else(|| SOURCE_TIMEOUT.default_or_min()),
             tables: Tables { api: self.api_table, status: self.status_table, transaction: self.transaction_table },
+        }
+    }
+
+    /// A wait for the app's lock must end before the tick's deadline, or it could never end in a
+    /// read. Reported at whichever of the two keys is written.
+    fn check_busy_timeout_within_timeout(
+        &self,
+        problems: &mut Problems<'_>,
+        busy_timeout: Duration,
+        timeout: Duration,
+    ) {
+        if busy_timeout < timeout {
+            return;
+        }
+        let (busy_shown, timeout_shown) =
+            (humantime::format_duration(busy_timeout), humantime::format_duration(timeout));
+        match (&self.busy_timeout, &self.timeout) {
+            (Some(value), _) => problems.at(
+                value,
+                "source.busy_timeout",
+                format_args!(
+                    "{busy_shown} is not shorter than source.timeout ({timeout_shown}), the deadline of a tick's \
+                     whole reading: make it shorter"
+                ),
+            ),
+            (None, Some(value)) => problems.at(
+                value,
+                "source.timeout",
+                format_args!(
+                    "{timeout_shown} is not longer than source.busy_timeout ({busy_shown} by default), the wait \
+                     for the app's lock within it: make it longer or set a shorter busy_timeout"
+                ),
+            ),
+            (None, None) => {}
         }
     }
 }

@@ -102,11 +102,47 @@ fn config_errors_exit_2_naming_key_and_line() {
     let unknown = site.write_config("unknown.toml", "[source]\ndatabase = \"app.sqlite3\"\ntable = \"x\"\n");
     let output = run_agent(&unknown, &["check"]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(stderr(&output).contains("line 3: unknown field `table`"), "{}", stderr(&output));
+    assert!(stderr(&output).contains("line 3: source.table: unknown key"), "{}", stderr(&output));
 
     let output = run_agent(&site.directory.path().join("absent.toml"), &["run"]);
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("absent.toml: cannot read it"), "{}", stderr(&output));
+}
+
+/// Issue #11: one run names every mistake, each with its line, whatever kind it is.
+#[test]
+fn check_names_every_mistake_at_once_and_never_shows_a_secret() {
+    let site = Site::new();
+    let config = site.write_config(
+        "config.toml",
+        "[source]\ndatabase = \"app.sqlite3\"\nwindow = \"100000000000h\"\n\
+         [schedule]\nintervall = \"15s\"\n\
+         [scrape]\nlisten = \"127.0.0.1:9184\"\nenable_reload = \"yes\"\n\
+         [[pushgateway]]\nurl = \"http://gw:9091\"\nbasic_auth = { username = \"agent\", password = \"p\" }\n\
+         bearer_token = \"t\"\n\
+         [[remote_write]]\nurl = \"http://r/write\"\nbasic_auth = { username = \"agent\", password = 4711 }\n\
+         bearer_token = [\"hunter2\"]\n",
+    );
+    let message = assert_config_refused(
+        &config,
+        &[
+            "config.toml (6 problems):\n",
+            "\n  line 3: source.window: \"100000000000h\" is out of range: from 1s to 366d (default 24h)\n",
+            "\n  line 5: schedule.intervall: unknown key: did you mean `interval`?",
+            "\n  line 8: scrape.enable_reload: invalid type: string \"yes\", expected a boolean\n",
+            "\n  line 11: pushgateway[0].basic_auth: set basic_auth or a bearer token, not both\n",
+            "\n  line 15: remote_write[0].basic_auth.password: wrong type: integer (not shown: it may be a secret), \
+             expected a string\n",
+            "\n  line 16: remote_write[0].bearer_token: wrong type: array (not shown: it may be a secret), expected a \
+             string",
+        ],
+    );
+    assert!(!message.contains("4711") && !message.contains("hunter2"), "{message}");
+    // `run` (and a reload) reads the file as `check` does: the same problems, and nothing started.
+    let output = run_agent(&config, &["run"]);
+    assert_eq!(output.status.code(), Some(2));
+    let problems = message[message.find("config.toml (6 problems)").unwrap()..].trim_end();
+    assert!(stderr(&output).contains(problems), "{}", stderr(&output));
 }
 
 #[test]

@@ -437,7 +437,7 @@ fn push_settings_are_checked_before_anything_runs() {
          grouping = { instance = \"b\", \"bad-label\" = \"x\" }\nmethod = \"patch\"\n\
          [[pushgateway]]\nurl = \"http://gw:9091\"\njob = \"other\"\nbearer_token_file = \"missing-token\"\nsurprise = 1\n",
     );
-    assert_config_refused(&config, &["unknown field `surprise`"]);
+    assert_config_refused(&config, &["line 18: pushgateway[2].surprise: unknown key", "pushgateway[1].method"]);
 
     let text = std::fs::read_to_string(&config).unwrap().replace("surprise = 1\n", "");
     std::fs::write(&config, text).unwrap();
