@@ -16,6 +16,7 @@ use toml::Spanned;
 
 use crate::common::deserialize::deserialize_past_mistakes;
 use crate::common::files::read_regular_text;
+use crate::common::logging::LogFormat;
 use crate::common::problems::{DurationText, Problems, duration};
 use crate::common::ranges::SCHEDULE_INTERVAL;
 use crate::common::redact::redacted_config;
@@ -44,6 +45,8 @@ pub struct Config {
     pub(crate) enable_reload: bool,
     pub(crate) pushgateways: Vec<PushgatewayConfig>,
     pub(crate) remote_writes: Vec<RemoteWriteConfig>,
+    /// `[log] format`, for `main` to set up logging with.
+    pub log_format: LogFormat,
 }
 
 impl Config {
@@ -149,6 +152,17 @@ struct RawConfig {
     /// Remote-write targets, each with its own durable queue.
     #[serde(default)]
     remote_write: Vec<RawRemoteWrite>,
+    /// How the agent writes its own log.
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    /// "text" (one record per line) or "json" (one object per line); `--log-format` overrides
+    /// it. Read at start: a reload does not change it.
+    format: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -215,6 +229,7 @@ impl RawConfig {
         let scrape_listen = self.scrape.as_ref().and_then(|scrape| scrape.validate(problems));
         let pushgateways = validate_pushgateways(problems, &self.pushgateway, &labels, base);
         let remote_writes = validate_remote_writes(problems, &self.remote_write, base);
+        let log_format = self.log.validate(problems);
         Config {
             path: path.to_owned(),
             redacted_text: redacted_config(text),
@@ -228,7 +243,18 @@ impl RawConfig {
             enable_reload: self.scrape.as_ref().is_some_and(|scrape| scrape.enable_reload),
             pushgateways,
             remote_writes,
+            log_format,
         }
+    }
+}
+
+impl RawLog {
+    fn validate(&self, problems: &mut Problems<'_>) -> LogFormat {
+        let Some(format) = &self.format else { return LogFormat::default() };
+        format.get_ref().parse().unwrap_or_else(|error| {
+            problems.at(format, "log.format", error);
+            LogFormat::default()
+        })
     }
 }
 

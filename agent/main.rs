@@ -26,7 +26,7 @@ struct Cli {
     command: Option<Command>,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 enum Command {
     /// Tick on the schedule and serve /metrics until SIGTERM or SIGINT (the default).
     Run,
@@ -67,7 +67,6 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.log_format.unwrap_or_default());
     match execute(cli) {
         Ok(code) => code,
         Err(error) => {
@@ -86,20 +85,26 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn execute_on(cli: Cli, runtime: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode> {
-    match cli.command.unwrap_or(Command::Run) {
+    // Logging is set up once the config is read: `--log-format` wins over its `[log] format`.
+    let load = || {
+        let config = config::load(&cli.config)?;
+        logging::init(cli.log_format.unwrap_or(config.log_format));
+        anyhow::Ok(config)
+    };
+    match cli.command.clone().unwrap_or(Command::Run) {
         Command::Run => {
+            let config = load()?;
             apimetrics_agent::common::open_files::raise_soft_limit();
-            let config = config::load(&cli.config)?;
             runtime.block_on(run::run(config, shutdown_signal(runtime)?))?;
         }
         Command::Once { dry_run } => {
-            let config = config::load(&cli.config)?;
+            let config = load()?;
             if let Some(body) = runtime.block_on(run::once(config, dry_run))? {
                 print!("{body}");
             }
         }
         Command::Check { targets } => {
-            let config = config::load(&cli.config)?;
+            let config = load()?;
             println!("config {} is valid", cli.config.display());
             let report = runtime.block_on(check::check(&config, targets));
             print!("{}", report.text);
@@ -111,10 +116,14 @@ fn execute_on(cli: Cli, runtime: &tokio::runtime::Runtime) -> anyhow::Result<Exi
             }
         }
         Command::Populate { path, rows, seed, apis, force } => {
+            logging::init(cli.log_format.unwrap_or_default());
             populate::create(&path, &Population::new(rows, apis, seed), force, true)?;
             eprintln!("created {} with {rows} transactions over the last 48 hours", path.display());
         }
-        Command::Demo => runtime.block_on(demo::run(&cli.config, shutdown_signal(runtime)?))?,
+        Command::Demo => {
+            logging::init(cli.log_format.unwrap_or_default());
+            runtime.block_on(demo::run(&cli.config, shutdown_signal(runtime)?))?
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

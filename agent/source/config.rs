@@ -112,6 +112,11 @@ impl RawSource {
         let busy_timeout =
             checked_duration(problems, self.busy_timeout.as_ref(), "source.busy_timeout", &SOURCE_BUSY_TIMEOUT);
         let timeout = checked_duration(problems, self.timeout.as_ref(), "source.timeout", &SOURCE_TIMEOUT);
+        // Unset, busy_timeout stays within a short timeout rather than refuse it.
+        let busy_timeout = match (&self.busy_timeout, busy_timeout, timeout) {
+            (None, Some(busy_timeout), Some(timeout)) => Some(busy_timeout.min(timeout / 2)),
+            (_, busy_timeout, _) => busy_timeout,
+        };
         if let (Some(busy_timeout), Some(timeout)) = (busy_timeout, timeout) {
             self.check_busy_timeout_within_timeout(problems, busy_timeout, timeout);
         }

@@ -76,3 +76,19 @@ fn json_logs_are_one_object_per_line_with_time_level_message_and_fields() {
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("\"xml\" is not a log format: \"text\" or \"json\""), "{}", stderr(&output));
 }
+
+#[test]
+fn the_config_sets_the_log_format_and_the_command_line_wins() {
+    let site = site_with_transactions();
+    let config = site.config("15s", "[log]\nformat = \"json\"\n");
+    let output = agent(&config).args(["once", "--dry-run"]).output().unwrap();
+    let log = stderr(&output);
+    assert!(log.lines().all(|line| serde_json::from_str::<serde_json::Value>(line).is_ok()), "{log}");
+    assert!(log.contains("\"message\":\"tick done\""), "{log}");
+    let output = agent(&config).args(["--log-format", "text", "once", "--dry-run"]).output().unwrap();
+    let log = stderr(&output);
+    assert!(log.lines().any(|line| line.contains(" INFO ") && line.contains("tick done")), "{log}");
+
+    let config = site.config("15s", "[log]\nformat = \"yaml\"\n");
+    assert_config_refused(&config, &["log.format: \"yaml\" is not a log format: \"text\" or \"json\""]);
+}
