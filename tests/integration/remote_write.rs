@@ -602,55 +602,116 @@ fn a_garbled_queue_file_is_moved_aside_at_start_and_new_samples_still_arrive() {
     assert!(received.contains("\"status\":\"Pending\""), "{received}");
 }
 
-/// A tmpfs of `size` mounted at `path` for one test (CI runs as root), unmounted when dropped.
-struct SmallDisk(std::path::PathBuf);
+/// A disk that fills up on demand under the agent's state_dir: a small tmpfs where the test may
+/// mount one (CI runs as root), else the agent's own file-size limit (`RLIMIT_FSIZE`, soft only,
+/// with SIGXFSZ ignored) lowered to what its files hold, so that the next append fails as on a
+/// full disk. Unmounted when dropped.
+enum FullDisk {
+    Tmpfs { mount_point: std::path::PathBuf, filler: std::path::PathBuf },
+    FileSizeLimit { state_dir: std::path::PathBuf },
+}
 
-impl SmallDisk {
-    fn mount(path: &std::path::Path, size: &str) -> SmallDisk {
-        std::fs::create_dir_all(path).unwrap();
+impl FullDisk {
+    /// Prepares `state_dir` (which must not exist yet).
+    fn at(state_dir: &std::path::Path) -> FullDisk {
+        let mount_point = state_dir.parent().unwrap().join("small-disk");
+        std::fs::create_dir_all(&mount_point).unwrap();
         let mounted = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .status();
-        assert!(
-            mounted.is_ok_and(|status| status.success()),
-            "mounting a tmpfs at {} (the tests run as root)",
-            path.display()
-        );
-        SmallDisk(path.to_owned())
+            .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+            .arg(&mount_point)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        if !mounted {
+            std::fs::remove_dir(&mount_point).unwrap();
+            return FullDisk::FileSizeLimit { state_dir: state_dir.to_owned() };
+        }
+        std::os::unix::fs::symlink(&mount_point, state_dir).unwrap();
+        FullDisk::Tmpfs { filler: mount_point.join("filler"), mount_point }
     }
 
-    /// Writes a file until the disk is full; returns its path.
-    fn fill(&self) -> std::path::PathBuf {
-        use std::io::Write;
-        let filler = self.0.join("filler");
-        let mut file = std::fs::File::create(&filler).unwrap();
-        while file.write_all(&[0u8; 4096]).is_ok() {}
-        filler
+    /// Ignores SIGXFSZ in the agent, so a write past a file-size limit fails instead of killing it.
+    fn prepare(command: &mut std::process::Command) {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: signal() only, between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+    }
+
+    fn fill(&self, pid: u32) {
+        match self {
+            FullDisk::Tmpfs { filler, .. } => {
+                use std::io::Write;
+                let mut file = std::fs::File::create(filler).unwrap();
+                while file.write_all(&[0u8; 4096]).is_ok() {}
+            }
+            FullDisk::FileSizeLimit { state_dir } => {
+                let largest = walk(state_dir).iter().map(|path| std::fs::metadata(path).map_or(0, |m| m.len())).max();
+                set_file_size_limit(pid, &largest.unwrap_or(0).to_string());
+            }
+        }
+    }
+
+    fn free(&self, pid: u32) {
+        match self {
+            FullDisk::Tmpfs { filler, .. } => std::fs::remove_file(filler).unwrap(),
+            FullDisk::FileSizeLimit { .. } => set_file_size_limit(pid, "unlimited"),
+        }
     }
 }
 
-impl Drop for SmallDisk {
+fn walk(directory: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(directory).unwrap().map(Result::unwrap) {
+        if entry.file_type().unwrap().is_dir() {
+            files.extend(walk(&entry.path()));
+        } else {
+            files.push(entry.path());
+        }
+    }
+    files
+}
+
+/// Sets the agent's soft file-size limit; the hard one stays unlimited, so it can be raised again.
+fn set_file_size_limit(pid: u32, soft: &str) {
+    let status = std::process::Command::new("prlimit")
+        .arg(format!("--pid={pid}"))
+        .arg(format!("--fsize={soft}:unlimited"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "prlimit --fsize={soft} on the agent");
+}
+
+impl Drop for FullDisk {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        if let FullDisk::Tmpfs { mount_point, .. } = self {
+            let _ = std::process::Command::new("umount").arg("-l").arg(mount_point).status();
+        }
     }
 }
 
 #[test]
 fn a_full_disk_holds_the_samples_in_memory_turns_health_503_and_loses_nothing() {
     let site = site_with_transactions();
-    let disk = SmallDisk::mount(&site.directory.path().join("small-disk"), "8m");
+    let state_dir = site.directory.path().join("state");
+    let disk = FullDisk::at(&state_dir);
     let (receiver_port, scrape_port) = (free_port(), free_port());
     let _prometheus = prometheus_receiver(site.directory.path(), receiver_port);
     let config = site.config(
         "300ms",
         &format!(
-            "[agent]\nstate_dir = \"small-disk/state\"\n[scrape]\nlisten = \"127.0.0.1:{scrape_port}\"\n\
+            "[scrape]\nlisten = \"127.0.0.1:{scrape_port}\"\n\
              [[remote_write]]\nname = \"central\"\nurl = \"http://127.0.0.1:{receiver_port}/api/v1/write\"\n"
         ),
     );
     let log = site.directory.path().join("agent.log");
-    let child = agent(&config)
+    let mut command = agent(&config);
+    FullDisk::prepare(&mut command);
+    let child = command
         .arg("run")
         .env("RUST_LOG", "info,apimetrics_agent::remote_write=debug")
         .stdin(std::process::Stdio::null())
@@ -663,7 +724,8 @@ fn a_full_disk_holds_the_samples_in_memory_turns_health_503_and_loses_nothing() 
     let sent = || value("apimetrics_agent_remote_write_samples_sent_total", &[("target", "central")]);
     wait_for("a first tick delivered", DEADLINE, || (sent()? >= 7.0).then_some(()));
 
-    let filler = disk.fill();
+    let pid = agent.child.id();
+    disk.fill(pid);
     let health = wait_for("/healthz to say the queue cannot be written", DEADLINE, || {
         http_get(&agent.url("/healthz")).filter(|(status, body)| *status == 503 && body.contains("cannot be written"))
     });
@@ -675,7 +737,7 @@ fn a_full_disk_holds_the_samples_in_memory_turns_health_503_and_loses_nothing() 
     wait_for_reconciled(&agent, "central");
 
     // Room again: the held ticks go to the queue, oldest first, and on to the receiver.
-    std::fs::remove_file(filler).unwrap();
+    disk.free(pid);
     wait_for("/healthz to answer 200 again", DEADLINE, || {
         http_get(&agent.url("/healthz")).filter(|(status, _)| *status == 200)
     });
@@ -695,7 +757,7 @@ fn a_full_disk_holds_the_samples_in_memory_turns_health_503_and_loses_nothing() 
     let range = query(receiver_port, "api_transactions{api=\"Mpesa Express\",status=\"Pending\"}[10m]");
     let samples: Vec<(f64, String)> = serde_json::from_str(&range[0].1).unwrap();
     let stored: Vec<i64> = samples.iter().map(|(at, _)| (at * 1000.0).round() as i64).collect();
-    let still_queued = queued_timestamps(&site.directory.path().join("small-disk/state/remote_write/central.sqlite3"));
+    let still_queued = queued_timestamps(&state_dir.join("remote_write/central.sqlite3"));
     let delivered_or_kept: Vec<i64> = stored.iter().chain(&still_queued).copied().collect();
     assert_eq!(delivered_or_kept, ticks, "every tick once, in order, the held ones included");
     drop(disk);
