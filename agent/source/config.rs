@@ -156,24 +156,16 @@ impl RawSource {
         }
         let (busy_shown, timeout_shown) =
             (humantime::format_duration(busy_timeout), humantime::format_duration(timeout));
-        match (&self.busy_timeout, &self.timeout) {
-            (Some(value), _) => problems.at(
+        // Unset, busy_timeout was kept within the timeout: only a set one can be too long.
+        if let Some(value) = &self.busy_timeout {
+            problems.at(
                 value,
                 "source.busy_timeout",
                 format_args!(
                     "{busy_shown} is not shorter than source.timeout ({timeout_shown}), the deadline of a tick's \
                      whole reading: make it shorter"
                 ),
-            ),
-            (None, Some(value)) => problems.at(
-                value,
-                "source.timeout",
-                format_args!(
-                    "{timeout_shown} is not longer than source.busy_timeout ({busy_shown} by default), the wait \
-                     for the app's lock within it: make it longer or set a shorter busy_timeout"
-                ),
-            ),
-            (None, None) => {}
+            );
         }
     }
 }
