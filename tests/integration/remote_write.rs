@@ -115,6 +115,27 @@ fn victoria_metrics_receives_exact_values() {
     );
 }
 
+/// Starts `run` on `config` with every queued tick logged (for `queued_ticks`), its log in `log`,
+/// after `prepare` has set what else the test needs on the command.
+fn start_logging_ticks(
+    config: &std::path::Path,
+    scrape_port: u16,
+    log: std::path::PathBuf,
+    prepare: impl FnOnce(&mut std::process::Command),
+) -> Running {
+    let mut command = agent(config);
+    prepare(&mut command);
+    let child = command
+        .arg("run")
+        .env("RUST_LOG", "info,apimetrics_agent::remote_write=debug")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    Running::adopt(child, scrape_port, log)
+}
+
 /// The timestamps of the ticks the agent queued, from its debug log.
 fn queued_ticks(log: &str) -> Vec<i64> {
     log.lines()
@@ -137,15 +158,7 @@ fn an_outage_with_a_killed_agent_leaves_no_hole() {
     );
     let start = || {
         let log = site.directory.path().join(format!("agent-{}.log", free_port()));
-        let child = agent(&config)
-            .arg("run")
-            .env("RUST_LOG", "info,apimetrics_agent::remote_write=debug")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Running::adopt(child, scrape_port, log)
+        start_logging_ticks(&config, scrape_port, log, |_| {})
     };
     let backlog = |agent: &Running| {
         value_of(
@@ -435,18 +448,13 @@ fn a_clock_stepped_back_drops_ticks_until_it_passes_the_newest_sample_and_a_step
         ),
     );
     let log = site.directory.path().join("agent.log");
-    let child = agent(&config)
-        .arg("run")
-        .env("LD_PRELOAD", LIBFAKETIME)
-        .env("FAKETIME_TIMESTAMP_FILE", &clock)
-        .env("FAKETIME_NO_CACHE", "1")
-        .env("DONT_FAKE_MONOTONIC", "1")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let agent = Running::adopt(child, scrape_port, log);
+    let agent = start_logging_ticks(&config, scrape_port, log, |command| {
+        command
+            .env("LD_PRELOAD", LIBFAKETIME)
+            .env("FAKETIME_TIMESTAMP_FILE", &clock)
+            .env("FAKETIME_NO_CACHE", "1")
+            .env("DONT_FAKE_MONOTONIC", "1");
+    });
     let counter = |name: &str, labels: &[(&str, &str)]| {
         value_of(&parse_exposition(&agent.metrics()), name, labels).unwrap_or_else(|| panic!("{name} {labels:?}"))
     };
@@ -502,16 +510,7 @@ fn a_batch_that_cannot_be_read_back_is_dropped_counted_and_blocks_nothing() {
              [[remote_write]]\nname = \"central\"\nurl = \"http://127.0.0.1:{receiver_port}/api/v1/write\"\ntimeout = \"1s\"\n"
         ),
     );
-    let log = site.directory.path().join("agent.log");
-    let child = agent(&config)
-        .arg("run")
-        .env("RUST_LOG", "info,apimetrics_agent::remote_write=debug")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let agent = Running::adopt(child, scrape_port, log);
+    let agent = start_logging_ticks(&config, scrape_port, site.directory.path().join("agent.log"), |_| {});
     let value = |name: &str, labels: &[(&str, &str)]| value_of(&parse_exposition(&agent.metrics()), name, labels);
     let backlog = || value("apimetrics_agent_remote_write_backlog_samples", &[("target", "central")]);
     wait_for("a backlog of three ticks", DEADLINE, || (backlog()? >= 3.0 * 7.0).then_some(()));
@@ -709,17 +708,7 @@ fn a_full_disk_holds_the_samples_in_memory_turns_health_503_and_loses_nothing() 
         ),
     );
     let log = site.directory.path().join("agent.log");
-    let mut command = agent(&config);
-    FullDisk::prepare(&mut command);
-    let child = command
-        .arg("run")
-        .env("RUST_LOG", "info,apimetrics_agent::remote_write=debug")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let agent = Running::adopt(child, scrape_port, log);
+    let agent = start_logging_ticks(&config, scrape_port, log, FullDisk::prepare);
     let value = |name: &str, labels: &[(&str, &str)]| value_of(&parse_exposition(&agent.metrics()), name, labels);
     let sent = || value("apimetrics_agent_remote_write_samples_sent_total", &[("target", "central")]);
     wait_for("a first tick delivered", DEADLINE, || (sent()? >= 7.0).then_some(()));
