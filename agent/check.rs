@@ -71,6 +71,16 @@ fn try_writing(directory: &Path) -> std::io::Result<()> {
     std::fs::remove_file(&probe)
 }
 
+/// The longest `check` waits for a target, whatever its own timeout.
+const PROBE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A probe's answer within `PROBE_DEADLINE`.
+async fn bounded(probe: impl std::future::Future<Output = Result<(), Failure>>) -> Result<(), Failure> {
+    tokio::time::timeout(PROBE_DEADLINE, probe)
+        .await
+        .unwrap_or_else(|_| Err(Failure::Retryable { reason: "no answer within 10s".into(), retry_after: None }))
+}
+
 /// Asks every target at once; each line says what it answered and how long that took.
 async fn probe_targets(config: &Config, report: &mut CheckReport) {
     let mut probes = JoinSet::new();
@@ -78,7 +88,7 @@ async fn probe_targets(config: &Config, report: &mut CheckReport) {
         let target = target.clone();
         probes.spawn(async move {
             let started = Instant::now();
-            let answer = pushgateway::probe(&target).await;
+            let answer = bounded(pushgateway::probe(&target)).await;
             (format!("pushgateway[{index}] {}", target.name()), "ready", answer, started.elapsed())
         });
     }
@@ -86,7 +96,7 @@ async fn probe_targets(config: &Config, report: &mut CheckReport) {
         let target = target.clone();
         probes.spawn(async move {
             let started = Instant::now();
-            let answer = remote_write::sender::probe(&target).await;
+            let answer = bounded(remote_write::sender::probe(&target)).await;
             let name = format!("remote_write[{index}] {} ({})", target.name, target.url);
             (name, "accepted an empty write request", answer, started.elapsed())
         });

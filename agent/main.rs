@@ -70,7 +70,11 @@ fn main() -> ExitCode {
     match execute(cli) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            // One line each for the chain's parts and a config's problems; nothing from a value
+            // may move the cursor or start a line of its own.
+            let lines: Vec<String> =
+                format!("{error:#}").split('\n').map(|line| logging::escape_controls(line, false)).collect();
+            eprintln!("error: {}", lines.join("\n"));
             if error.chain().any(|cause| cause.is::<ConfigError>()) { ExitCode::from(2) } else { ExitCode::FAILURE }
         }
     }
@@ -110,7 +114,7 @@ fn execute_on(cli: Cli, runtime: &tokio::runtime::Runtime) -> anyhow::Result<Exi
             print!("{}", report.text);
             if !report.failures.is_empty() {
                 for failure in &report.failures {
-                    eprintln!("error: {failure}");
+                    eprintln!("error: {}", logging::escape_controls(failure, false));
                 }
                 return Ok(ExitCode::FAILURE);
             }

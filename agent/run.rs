@@ -21,6 +21,7 @@ use crate::common::deadline::Watchdog;
 use crate::common::instance_lock::InstanceLock;
 use crate::config::{self, Config};
 use crate::exposition::Rendered;
+use crate::http::Failure;
 use crate::pushgateway::{self, Pushgateway};
 use crate::remote_write::queue::Dropped;
 use crate::remote_write::{Enqueued, RemoteWriteTarget, sender};
@@ -135,7 +136,10 @@ impl Agent {
                     Err(error) => Err(error).context("the schedule task failed"),
                 },
                 Some(request) = self.reloads.recv() => {
-                    let outcome = self.reload().await;
+                    let outcome = tokio::select! {
+                        () = &mut shutdown => return Ok(()),
+                        outcome = self.reload() => outcome,
+                    };
                     if let Some(respond) = request.respond {
                         let _ = respond.send(outcome);
                     }
@@ -492,7 +496,11 @@ pub async fn once(config: Config, dry_run: bool) -> anyhow::Result<Option<String
         let mut target = Pushgateway::new(target.clone()).with_context(|| format!("setting up {}", target.name()))?;
         let rendered = rendered.clone();
         pushes.spawn(async move {
-            let result = target.push(&rendered.body, ONCE_ATTEMPTS, tokio::time::sleep(ONCE_DEADLINE)).await;
+            // The deadline ends a request under way too: a gateway that never answers.
+            let pushing = target.push(&rendered.body, ONCE_ATTEMPTS, tokio::time::sleep(ONCE_DEADLINE));
+            let result = tokio::time::timeout(ONCE_DEADLINE, pushing).await.unwrap_or_else(|_| {
+                Err(Failure::Retryable { reason: "no answer within 60s".into(), retry_after: None })
+            });
             (target.name().to_owned(), result.map_err(|failure| failure.to_string()))
         });
     }

@@ -18,15 +18,23 @@ const TICKS_BEFORE_STALE: u32 = 3;
 
 /// When a snapshot taken at `since` (or, before any, the agent's start) is stale: once the third
 /// scheduled tick after it has had `source.timeout` to finish and none brought a newer one.
-/// `None` when the schedule has no such tick (a cron that never fires again).
 pub(crate) fn stale_at(config: &Config, since: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let third_tick = match &config.schedule {
         Schedule::Interval(period) => {
             since.checked_add_signed(chrono::Duration::from_std(*period * TICKS_BEFORE_STALE).ok()?)?
         }
+        // A schedule that fires fewer times than that (a cron with a year that has passed) is
+        // stale once its last firing has had its timeout: no tick will come.
         Schedule::Cron(expression) => {
             let cron = parse_cron(expression).ok()?;
-            (0..TICKS_BEFORE_STALE).try_fold(since, |at, _| cron.find_next_occurrence(&at, false).ok())?
+            let mut at = since;
+            for _ in 0..TICKS_BEFORE_STALE {
+                match cron.find_next_occurrence(&at, false) {
+                    Ok(next) => at = next,
+                    Err(_) => break,
+                }
+            }
+            at
         }
     };
     third_tick.checked_add_signed(chrono::Duration::from_std(config.source.timeout).ok()?)
@@ -101,6 +109,11 @@ mod tests {
         let weekdays = config("cron = \"0 0 9 * * MON-FRI\"", "30s");
         let friday: DateTime<Utc> = "2026-11-27T09:00:00Z".parse().unwrap();
         assert_eq!(stale_at(&weekdays, friday), Some("2026-12-02T09:00:30Z".parse().unwrap()));
+        // Every five seconds in one minute of 2027: after that minute, stale once the last
+        // firing has had its timeout.
+        let one_minute = config("cron = \"*/5 0 10 25 11 * 2027\"", "2s");
+        let last: DateTime<Utc> = "2027-11-25T10:00:55Z".parse().unwrap();
+        assert_eq!(stale_at(&one_minute, last), Some("2027-11-25T10:00:57Z".parse().unwrap()));
     }
 
     /// Whether `drive` signals a tick before its first wait, for each kind of schedule.

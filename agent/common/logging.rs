@@ -33,26 +33,49 @@ impl FromStr for LogFormat {
 /// `info`). Call once, at start.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(OneLineStderr);
+    let colours = format == LogFormat::Text && std::io::stderr().is_terminal();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(OneLineStderr { colours });
     match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Text => builder.with_ansi(colours).init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
     }
 }
 
+/// `text` with its control characters written as escapes (`\n`, `\u{1b}`), and the Unicode
+/// line and paragraph separators too, so that it shows on one line and moves no cursor; with
+/// `keep_escape`, the escape character stays (the log's own colours on a terminal).
+pub fn escape_controls(text: &str, keep_escape: bool) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for character in text.chars() {
+        let control = character.is_control() || matches!(character, '\u{2028}' | '\u{2029}');
+        if control && character != '\t' && !(keep_escape && character == '\u{1b}') {
+            escaped.extend(character.escape_default());
+        } else {
+            escaped.push(character);
+        }
+    }
+    escaped
+}
+
 /// Stderr, taking one whole record per write and keeping it on one line.
-struct OneLineStderr;
+struct OneLineStderr {
+    colours: bool,
+}
 
 impl<'a> MakeWriter<'a> for OneLineStderr {
     type Writer = OneLine<std::io::Stderr>;
 
     fn make_writer(&'a self) -> Self::Writer {
-        OneLine(std::io::stderr())
+        OneLine { out: std::io::stderr(), colours: self.colours }
     }
 }
 
-/// Writes each record with its inner line breaks escaped (`\n`, `\r`), so one record is one line.
-struct OneLine<W: Write>(W);
+/// Writes each record with its control characters escaped (`\n`, `\r`, `\u{1b}`…) but the final
+/// line break, so one record is one line and no value moves the cursor or forges a record.
+struct OneLine<W: Write> {
+    out: W,
+    colours: bool,
+}
 
 impl<W: Write> Write for OneLine<W> {
     fn write(&mut self, record: &[u8]) -> std::io::Result<usize> {
@@ -65,23 +88,17 @@ impl<W: Write> Write for OneLine<W> {
             Some(body) => (body, &b"\n"[..]),
             None => (record, &b""[..]),
         };
-        if !body.iter().any(|byte| matches!(byte, b'\n' | b'\r')) {
-            return self.0.write_all(record);
+        let text = String::from_utf8_lossy(body);
+        let escaped = escape_controls(&text, self.colours);
+        if escaped == text {
+            return self.out.write_all(record);
         }
-        let mut line = Vec::with_capacity(record.len() + 16);
-        for &byte in body {
-            match byte {
-                b'\n' => line.extend_from_slice(b"\\n"),
-                b'\r' => line.extend_from_slice(b"\\r"),
-                other => line.push(other),
-            }
-        }
-        line.extend_from_slice(end);
-        self.0.write_all(&line)
+        self.out.write_all(escaped.as_bytes())?;
+        self.out.write_all(end)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush()
+        self.out.flush()
     }
 }
 
@@ -90,13 +107,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_record_stays_on_one_line() {
-        let mut written = OneLine(Vec::new());
+    fn a_record_stays_on_one_line_and_moves_no_cursor() {
+        let mut written = OneLine { out: Vec::new(), colours: false };
         written.write_all(b"WARN push failed reason=HTTP 400: bad\nINFO forged record\r\n").unwrap();
+        written.write_all("INFO path=/srv/\u{1b}[31mred\u{85}x\u{2028}y\tz\n".as_bytes()).unwrap();
         written.write_all(b"INFO plain\n").unwrap();
         assert_eq!(
-            String::from_utf8(written.0).unwrap(),
-            "WARN push failed reason=HTTP 400: bad\\nINFO forged record\\r\nINFO plain\n"
+            String::from_utf8(written.out).unwrap(),
+            "WARN push failed reason=HTTP 400: bad\\nINFO forged record\\r\n\
+             INFO path=/srv/\\u{1b}[31mred\\u{85}x\\u{2028}y\tz\n\
+             INFO plain\n"
         );
+        let mut coloured = OneLine { out: Vec::new(), colours: true };
+        coloured.write_all(b"\x1b[32mINFO\x1b[0m a\nb\n").unwrap();
+        assert_eq!(String::from_utf8(coloured.out).unwrap(), "\x1b[32mINFO\x1b[0m a\\nb\n");
     }
 }

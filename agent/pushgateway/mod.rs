@@ -34,6 +34,9 @@ pub(crate) async fn probe(config: &PushgatewayConfig) -> Result<(), Failure> {
     http::send(config.http.authorize(client.get(ready))).await
 }
 
+/// How long deleting the group at shutdown may take, within the agent's shutdown grace.
+const DELETE_DEADLINE: Duration = Duration::from_secs(5);
+
 /// A target at work: its client, and how its retries are paced.
 #[derive(Debug)]
 pub(crate) struct Pushgateway {
@@ -140,9 +143,14 @@ pub(crate) async fn deliver(
         telemetry.record_push(target.name(), result.as_ref().map(|_| ()), started.elapsed(), Utc::now());
     }
     if target.config.delete_on_shutdown && shutdown.is_cancelled() {
-        match target.delete().await {
-            Ok(()) => info!(target = %target.name(), "deleted the group on shutdown"),
-            Err(failure) => warn!(target = %target.name(), reason = %failure, "could not delete the group on shutdown"),
+        match tokio::time::timeout(DELETE_DEADLINE, target.delete()).await {
+            Ok(Ok(())) => info!(target = %target.name(), "deleted the group on shutdown"),
+            Ok(Err(failure)) => {
+                warn!(target = %target.name(), reason = %failure, "could not delete the group on shutdown")
+            }
+            Err(_) => {
+                warn!(target = %target.name(), deadline = ?DELETE_DEADLINE, "the gateway did not answer the delete in time; the group stays")
+            }
         }
     }
 }

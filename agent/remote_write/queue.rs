@@ -181,10 +181,23 @@ impl Queue {
             Ok((connection, verdict))
         });
         match opened {
+            // SQLite opens a file it may not write read-only without a word: every tick would fail.
+            Ok((connection, _)) if connection.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) => {
+                Err(Opening::Failed(anyhow::anyhow!(
+                    "the queue {} cannot be written by this user: give it to the agent's user",
+                    path.display()
+                )))
+            }
             Ok((connection, verdict)) if verdict == ["ok"] => {
                 Ok(Queue { path: path.to_owned(), connection: Mutex::new(connection) })
             }
             Ok((_, verdict)) => Err(Opening::Damaged(format!("its integrity check says: {}", verdict.join("; ")))),
+            Err(error) if error.sqlite_error_code() == Some(ErrorCode::ReadOnly) => {
+                Err(Opening::Failed(anyhow::anyhow!(
+                    "the queue {} cannot be written by this user ({error}): give it to the agent's user",
+                    path.display()
+                )))
+            }
             Err(error)
                 if matches!(error.sqlite_error_code(), Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt)) =>
             {
@@ -267,9 +280,11 @@ impl Queue {
         drop(rows);
         drop(statement);
         let mut dropped = Dropped::default();
-        for (id, batch_samples, reason) in unreadable {
+        if let Some((_, _, first_reason)) = unreadable.first() {
+            warn!(queue = %self.path.display(), n_batches = unreadable.len(), first_reason = %first_reason, "dropped queued batches that cannot be read back");
+        }
+        for (id, batch_samples, _) in &unreadable {
             connection.execute("DELETE FROM batches WHERE id = ?1", [id])?;
-            warn!(queue = %self.path.display(), batch = id, n_samples = batch_samples, %reason, "dropped a queued batch that cannot be read back");
             dropped.corrupt += batch_samples;
         }
         Ok((batches, dropped))

@@ -204,7 +204,14 @@ pub(crate) async fn probe(config: &RemoteWriteConfig) -> Result<(), Failure> {
 pub(crate) async fn deliver(mut sender: Sender, telemetry: Arc<Telemetry>, stop: CancellationToken) {
     let wake = sender.wake.clone();
     loop {
-        let pause = match sender.step(&telemetry).await {
+        // A request under way is dropped at `stop` (its batches stay queued): a receiver that
+        // never answers must not hold a reload or shutdown, nor leave this sender on the queue
+        // beside the next one.
+        let stepped = tokio::select! {
+            () = stop.cancelled() => break,
+            stepped = sender.step(&telemetry) => stepped,
+        };
+        let pause = match stepped {
             Ok(Step::Idle) => {
                 tokio::select! {
                     () = stop.cancelled() => break,
@@ -238,7 +245,18 @@ pub(crate) async fn drain(
     let mut n_failures = 0;
     let mut refused: Option<DrainError> = None;
     loop {
-        match sender.step(telemetry).await.map_err(DrainError::Queue)? {
+        let stepped = tokio::select! {
+            () = tokio::time::sleep_until(give_up_at.into()) => {
+                let failure = Failure::Retryable {
+                    reason: format!("no answer within {}", humantime::format_duration(deadline)),
+                    retry_after: None,
+                };
+                let n_samples_queued = telemetry.backlog(sender.name()).unwrap_or_default().n_samples;
+                return Err(DrainError::Failed { failure, n_samples_queued });
+            }
+            stepped = sender.step(telemetry) => stepped,
+        };
+        match stepped.map_err(DrainError::Queue)? {
             Step::Idle => {
                 if let Some(refused) = refused {
                     return Err(refused);

@@ -140,3 +140,36 @@ fn sigterm_ends_the_agent_within_the_grace_while_a_read_is_stuck() {
 }
 
 const DEADLINE: Duration = Duration::from_secs(30);
+
+#[test]
+fn a_receiver_that_never_answers_holds_neither_a_reload_nor_shutdown() {
+    use crate::peers::{FakeServer, Reply};
+    let site = site_with_transactions();
+    let hanging = FakeServer::start(vec![Reply::status(204).after(Duration::from_secs(3600))]);
+    let port = free_port();
+    let config = site.config(
+        "500ms",
+        &format!(
+            "[scrape]\nlisten = \"127.0.0.1:{port}\"\n\
+             [[remote_write]]\nname = \"hanging\"\nurl = \"{}/api/v1/write\"\ntimeout = \"10min\"\n",
+            hanging.url()
+        ),
+    );
+    let agent = Running::start(&config, port);
+    wait_for("a request under way", DEADLINE, || (!hanging.received().is_empty()).then_some(()));
+
+    // A reload replaces the sender at once: the request under way is dropped, not waited on.
+    let asked = Instant::now();
+    let status = std::process::Command::new("kill").args(["-HUP", &agent.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    wait_for("the reload", DEADLINE, || agent.log().contains("reloaded the config").then_some(()));
+    assert!(asked.elapsed() < Duration::from_secs(3), "the reload took {:?}", asked.elapsed());
+    let ticks = agent.ticks("success");
+    wait_for("ticks after the reload", DEADLINE, || (agent.ticks("success") >= ticks + 2.0).then_some(()));
+
+    // Shutdown does not wait for the receiver either.
+    wait_for("the new sender's request under way", DEADLINE, || (hanging.received().len() >= 2).then_some(()));
+    let asked = Instant::now();
+    terminate_in_time(agent);
+    assert!(asked.elapsed() < Duration::from_secs(3), "SIGTERM took {:?} with a request under way", asked.elapsed());
+}

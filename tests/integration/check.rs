@@ -179,3 +179,42 @@ fn a_named_pipe_where_the_config_names_a_file_is_refused_never_waited_on() {
     assert!(message.contains("password: it is a named pipe (FIFO), not a regular file"), "{message}");
     assert!(message.contains("ca.pem: it is a named pipe (FIFO), not a regular file"), "{message}");
 }
+
+#[test]
+fn check_targets_gives_up_on_a_target_that_never_answers() {
+    use crate::peers::{FakeServer, Reply};
+    let site = site_with_transactions();
+    let hanging = FakeServer::start(vec![Reply::status(200).after(std::time::Duration::from_secs(3600))]);
+    let config = site.config("15s", &format!("[[pushgateway]]\nurl = \"{}\"\ntimeout = \"10min\"\n", hanging.url()));
+    let asked = std::time::Instant::now();
+    let output = run_agent(&config, &["check", "--targets"]);
+    let took = asked.elapsed();
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(message.contains(": no answer within 10s"), "{message}");
+    assert!(took < std::time::Duration::from_secs(15), "check took {took:?}");
+}
+
+#[test]
+fn a_queue_file_the_agent_may_not_write_stops_the_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let site = site_with_transactions();
+    let queues = site.directory.path().join("state/remote_write");
+    std::fs::create_dir_all(&queues).unwrap();
+    // A queue root made (a restore run as root), with a batch waiting.
+    let queue = apimetrics_agent::remote_write::queue::Queue::open(&queues.join("central.sqlite3")).unwrap();
+    queue.push(1, &[], 10, None).unwrap();
+    drop(queue);
+    std::fs::set_permissions(queues.join("central.sqlite3"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    for folder in [site.directory.path().to_owned(), site.directory.path().join("state"), queues.clone()] {
+        std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    std::fs::set_permissions(site.database(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let config = site.config("15s", &remote_write_to(9));
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = run_agent_as_nobody(&config, &["once"]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(message.contains("central.sqlite3 cannot be written by this user"), "{message}");
+    assert!(!message.contains("corrupt"), "a file it may not write is not damaged: {message}");
+}
