@@ -2,7 +2,7 @@
 //! certificates and keys) without ever hanging: a named pipe in their place would block a plain
 //! read for ever, holding up `check`, the start or a reload; a device could be endless.
 
-use std::fs::OpenOptions;
+use std::fs::{FileType, OpenOptions};
 use std::io::{Error, ErrorKind, Read};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
@@ -16,19 +16,7 @@ pub fn read_regular_file(path: &Path) -> std::io::Result<Vec<u8>> {
     // Not blocking: opening a named pipe for reading would otherwise wait for a writer.
     let file = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
     let metadata = file.metadata()?;
-    let kind = metadata.file_type();
-    let what = if kind.is_file() {
-        None
-    } else if kind.is_dir() {
-        Some("a directory")
-    } else if kind.is_fifo() {
-        Some("a named pipe (FIFO)")
-    } else if kind.is_socket() {
-        Some("a socket")
-    } else {
-        Some("a device")
-    };
-    if let Some(what) = what {
+    if let Some(what) = not_a_regular_file(metadata.file_type()) {
         return Err(Error::new(ErrorKind::InvalidInput, format!("it is {what}, not a regular file")));
     }
     if metadata.len() > MAX_BYTES {
@@ -40,6 +28,22 @@ pub fn read_regular_file(path: &Path) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::with_capacity(metadata.len() as usize);
     file.take(MAX_BYTES + 1).read_to_end(&mut bytes)?;
     Ok(bytes)
+}
+
+/// What stands at a path that is not a regular file, as a message says it ("a named pipe
+/// (FIFO)"); `None` for a regular file.
+pub(crate) fn not_a_regular_file(kind: FileType) -> Option<&'static str> {
+    if kind.is_file() {
+        None
+    } else if kind.is_dir() {
+        Some("a directory")
+    } else if kind.is_fifo() {
+        Some("a named pipe (FIFO)")
+    } else if kind.is_socket() {
+        Some("a socket")
+    } else {
+        Some("a device")
+    }
 }
 
 /// `read_regular_file`, as UTF-8 text.

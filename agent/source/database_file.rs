@@ -3,11 +3,12 @@
 //! the config is checked.
 
 use std::fs::OpenOptions;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::{anyhow, bail};
 
+use crate::common::files::not_a_regular_file;
 use crate::common::open_files;
 
 /// Refuses, before anything opens it, a path that is not a regular file this user may read: a
@@ -24,16 +25,7 @@ pub(crate) fn refuse_what_is_no_readable_file(path: &Path) -> anyhow::Result<()>
             bail!("cannot look at {}: {error} (may this user enter every folder on the way?)", path.display())
         }
     };
-    let kind = metadata.file_type();
-    let what = if kind.is_dir() {
-        "a directory"
-    } else if kind.is_fifo() {
-        "a named pipe (FIFO)"
-    } else if kind.is_socket() {
-        "a socket"
-    } else if kind.is_block_device() || kind.is_char_device() {
-        "a device"
-    } else {
+    let Some(what) = not_a_regular_file(metadata.file_type()) else {
         // Opening is the surest test of access; not blocking, in case a named pipe took the
         // file's place since it was looked at.
         return match OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path) {
