@@ -41,14 +41,15 @@ pub fn init(format: LogFormat) {
     }
 }
 
-/// `text` with its control characters written as escapes (`\n`, `\u{1b}`), and the Unicode
-/// line and paragraph separators too, so that it shows on one line and moves no cursor; with
-/// `keep_escape`, the escape character stays (the log's own colours on a terminal).
+/// `text` with its control characters written as escapes (`\n`, `\t`, `\u{1b}`), and the
+/// Unicode line and paragraph separators too, so that it shows on one line and moves no cursor:
+/// for every text from outside (a receiver's answer) and every log record; with `keep_escape`,
+/// the escape character stays (the log's own colours on a terminal).
 pub fn escape_controls(text: &str, keep_escape: bool) -> String {
     let mut escaped = String::with_capacity(text.len());
     for character in text.chars() {
         let control = character.is_control() || matches!(character, '\u{2028}' | '\u{2029}');
-        if control && character != '\t' && !(keep_escape && character == '\u{1b}') {
+        if control && !(keep_escape && character == '\u{1b}') {
             escaped.extend(character.escape_default());
         } else {
             escaped.push(character);
@@ -115,9 +116,11 @@ mod tests {
         assert_eq!(
             String::from_utf8(written.out).unwrap(),
             "WARN push failed reason=HTTP 400: bad\\nINFO forged record\\r\n\
-             INFO path=/srv/\\u{1b}[31mred\\u{85}x\\u{2028}y\tz\n\
+             INFO path=/srv/\\u{1b}[31mred\\u{85}x\\u{2028}y\\tz\n\
              INFO plain\n"
         );
+        // A receiver's answer, as `http::send` shows it.
+        assert_eq!(escape_controls("bad\n\u{1b}[31mred\tü", false), "bad\\n\\u{1b}[31mred\\tü");
         let mut coloured = OneLine { out: Vec::new(), colours: true };
         coloured.write_all(b"\x1b[32mINFO\x1b[0m a\nb\n").unwrap();
         assert_eq!(String::from_utf8(coloured.out).unwrap(), "\x1b[32mINFO\x1b[0m a\\nb\n");

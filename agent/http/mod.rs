@@ -12,6 +12,7 @@ use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{Certificate, Identity, Proxy, StatusCode};
 
 use self::config::{Auth, HttpSettings};
+use crate::common::logging::escape_controls;
 
 const USER_AGENT: &str = concat!("apimetrics-agent/", env!("CARGO_PKG_VERSION"));
 
@@ -98,21 +99,13 @@ pub(crate) async fn send(request: reqwest::RequestBuilder) -> Result<(), Failure
     let mut reason = format!("HTTP {status}");
     if !body.is_empty() {
         reason.push_str(": ");
-        reason.extend(body.chars().take(500).flat_map(escape_control));
+        reason.push_str(&escape_controls(&body.chars().take(500).collect::<String>(), false));
     }
     if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
         Err(Failure::Retryable { reason, retry_after })
     } else {
         Err(Failure::Permanent { reason })
     }
-}
-
-/// A character of text from outside as it may be shown: control characters (a line break, an
-/// escape sequence) written as escapes, so no answer can start a line of its own.
-fn escape_control(character: char) -> impl Iterator<Item = char> {
-    let escaped = character.is_control().then(|| character.escape_default());
-    let plain = escaped.is_none().then_some(character);
-    escaped.into_iter().flatten().chain(plain)
 }
 
 fn describe_request_error(error: &reqwest::Error) -> String {
@@ -149,12 +142,6 @@ fn parse_retry_after(value: &HeaderValue) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn control_characters_from_outside_are_escaped() {
-        let shown: String = "bad\n\u{1b}[31mred\tü".chars().flat_map(escape_control).collect();
-        assert_eq!(shown, "bad\\n\\u{1b}[31mred\\tü");
-    }
 
     #[test]
     fn retry_after_is_read_as_seconds_or_a_date() {
