@@ -23,8 +23,8 @@ use crate::config::{self, Config};
 use crate::exposition::Rendered;
 use crate::http::Failure;
 use crate::pushgateway::{self, Pushgateway};
-use crate::remote_write::queue::Dropped;
-use crate::remote_write::{Enqueued, RemoteWriteTarget, sender};
+use crate::remote_write::sender::{self, record_bound_drops};
+use crate::remote_write::{Enqueued, RemoteWriteTarget};
 use crate::scrape::{self, ReloadRequest};
 use crate::snapshot::Snapshot;
 use crate::telemetry::{DropReason, TargetKind, Telemetry};
@@ -460,16 +460,6 @@ async fn enqueue(targets: &[Arc<RemoteWriteTarget>], rendered: &Arc<Rendered>, t
                 telemetry.record_samples_dropped(name, DropReason::QueueWriteFailed, n_samples_dropped);
                 telemetry.record_queue_fault(name, Some(error));
             }
-        }
-    }
-}
-
-/// Counts what a queue's bounds dropped while a tick was written.
-fn record_bound_drops(telemetry: &Telemetry, target: &str, dropped: Dropped) {
-    for (reason, n_samples) in [(DropReason::TooOld, dropped.too_old), (DropReason::OverSize, dropped.over_size)] {
-        if n_samples > 0 {
-            warn!(target, n_samples, reason = reason.as_str(), "dropped queued samples past the queue's bounds");
-            telemetry.record_samples_dropped(target, reason, n_samples);
         }
     }
 }

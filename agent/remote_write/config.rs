@@ -72,6 +72,12 @@ impl RemoteWriteConfig {
     pub(crate) fn queue_path(&self, state_dir: &Path) -> PathBuf {
         state_dir.join("remote_write").join(format!("{}.sqlite3", self.name))
     }
+
+    /// The queue's bounds as of now: the oldest timestamp kept (`max_age` ago) and `max_bytes`.
+    pub(crate) fn queue_bounds_now(&self) -> (i64, u64) {
+        let oldest_kept = chrono::Utc::now().timestamp_millis().saturating_sub(self.max_age.as_millis() as i64);
+        (oldest_kept, self.max_bytes)
+    }
 }
 
 impl RawRemoteWrite {

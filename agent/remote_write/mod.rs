@@ -133,26 +133,19 @@ impl RemoteWriteTarget {
         drop(previous);
         let n_samples = tick.series.len() as u64;
         held.push_back(HeldTick { timestamp_ms, series: tick.series });
-        let outcome = match self.write_held(&mut held) {
-            Enqueued::Queued { dropped, .. } => Enqueued::Queued { n_samples, dropped },
-            Enqueued::WriteFailed { error, n_samples_held, n_samples_dropped, dropped, .. } => {
-                Enqueued::WriteFailed { error, n_samples, n_samples_held, n_samples_dropped, dropped }
-            }
-            other => other,
-        };
+        let outcome = self.write_held(&mut held, n_samples);
         drop(held);
         self.wake.notify_one();
         outcome
     }
 
-    /// Writes the held ticks to the queue, oldest first, each in its own transaction, up to the
-    /// first that fails; then drops the oldest beyond `MAX_HELD_SAMPLES`.
-    fn write_held(&self, held: &mut VecDeque<HeldTick>) -> Enqueued {
+    /// Writes the held ticks (the newest, the tick's own, of `n_samples`) to the queue, oldest
+    /// first, each in its own transaction, up to the first that fails; then drops the oldest
+    /// beyond `MAX_HELD_SAMPLES`.
+    fn write_held(&self, held: &mut VecDeque<HeldTick>, n_samples: u64) -> Enqueued {
         let mut dropped = Dropped::default();
         while let Some(oldest) = held.front() {
-            let oldest_kept =
-                chrono::Utc::now().timestamp_millis().saturating_sub(self.config.max_age.as_millis() as i64);
-            let bounds = Some((oldest_kept, self.config.max_bytes));
+            let bounds = Some(self.config.queue_bounds_now());
             match self.queue.push(oldest.timestamp_ms, &oldest.series, self.config.max_samples_per_send, bounds) {
                 Ok(bounded) => {
                     debug!(target = %self.name(), timestamp_ms = oldest.timestamp_ms, n_series = oldest.series.len(), "queued a tick");
@@ -167,11 +160,11 @@ impl RemoteWriteTarget {
                     }
                     let n_samples_held = held.iter().map(|tick| tick.series.len() as u64).sum();
                     let error = format!("{:#}", error.context(format!("writing to the queue of {}", self.name())));
-                    return Enqueued::WriteFailed { error, n_samples: 0, n_samples_held, n_samples_dropped, dropped };
+                    return Enqueued::WriteFailed { error, n_samples, n_samples_held, n_samples_dropped, dropped };
                 }
             }
         }
-        Enqueued::Queued { n_samples: 0, dropped }
+        Enqueued::Queued { n_samples, dropped }
     }
 
     /// The sending side of this target's queue.

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::config::RemoteWriteConfig;
-use super::queue::{Batch, Queue};
+use super::queue::{Batch, Dropped, Queue};
 use super::request;
 use crate::http::pacing::Pacing;
 use crate::http::{self, Failure};
@@ -91,15 +91,9 @@ impl Sender {
 
     /// Drops what is past the queue's bounds, counted by reason.
     async fn enforce_bounds(&self, telemetry: &Telemetry) -> anyhow::Result<()> {
-        let oldest_kept = Utc::now().timestamp_millis() - self.config.max_age.as_millis() as i64;
-        let max_bytes = self.config.max_bytes;
+        let (oldest_kept, max_bytes) = self.config.queue_bounds_now();
         let dropped = self.with_queue(move |queue| queue.enforce_bounds(oldest_kept, max_bytes)).await?;
-        for (reason, n_samples) in [(DropReason::TooOld, dropped.too_old), (DropReason::OverSize, dropped.over_size)] {
-            if n_samples > 0 {
-                warn!(target = %self.name(), n_samples, reason = reason.as_str(), "dropped queued samples past the queue's bounds");
-                telemetry.record_samples_dropped(self.name(), reason, n_samples);
-            }
-        }
+        record_bound_drops(telemetry, self.name(), dropped);
         Ok(())
     }
 
@@ -175,6 +169,16 @@ impl Sender {
         let backlog = self.with_queue(|queue| queue.backlog()).await?;
         telemetry.record_backlog(self.name(), backlog);
         Ok(())
+    }
+}
+
+/// Counts (and logs) what a queue's bounds dropped, by reason.
+pub(crate) fn record_bound_drops(telemetry: &Telemetry, target: &str, dropped: Dropped) {
+    for (reason, n_samples) in [(DropReason::TooOld, dropped.too_old), (DropReason::OverSize, dropped.over_size)] {
+        if n_samples > 0 {
+            warn!(target, n_samples, reason = reason.as_str(), "dropped queued samples past the queue's bounds");
+            telemetry.record_samples_dropped(target, reason, n_samples);
+        }
     }
 }
 
