@@ -85,11 +85,9 @@ fn move_aside(path: &Path) -> anyhow::Result<PathBuf> {
     let aside = PathBuf::from(format!("{}.corrupt-{stamp}", path.display()));
     for suffix in ["", "-wal", "-shm"] {
         let (from, to) = (format!("{}{suffix}", path.display()), format!("{}{suffix}", aside.display()));
+        // A missing -wal or -shm is nothing to move; the file itself must move.
         match std::fs::rename(&from, &to) {
-            Err(error) if !(suffix.is_empty() || error.kind() == std::io::ErrorKind::NotFound) => {
-                return Err(error).with_context(|| format!("moving {from} aside to {to}"));
-            }
-            Err(error) if suffix.is_empty() => {
+            Err(error) if suffix.is_empty() || error.kind() != std::io::ErrorKind::NotFound => {
                 return Err(error).with_context(|| format!("moving the damaged queue {from} aside to {to}"));
             }
             _ => {}

@@ -115,6 +115,15 @@ fn victoria_metrics_receives_exact_values() {
     );
 }
 
+/// A `[scrape]` on `scrape_port` and one remote-write target, "central", sending to
+/// `receiver_port`, with `extra` keys in its table.
+fn scraped_and_central(scrape_port: u16, receiver_port: u16, extra: &str) -> String {
+    format!(
+        "[scrape]\nlisten = \"127.0.0.1:{scrape_port}\"\n\
+         [[remote_write]]\nname = \"central\"\nurl = \"http://127.0.0.1:{receiver_port}/api/v1/write\"\n{extra}"
+    )
+}
+
 /// Starts `run` on `config` with every queued tick logged (for `queued_ticks`), its log in `log`,
 /// after `prepare` has set what else the test needs on the command.
 fn start_logging_ticks(
@@ -149,13 +158,7 @@ fn an_outage_with_a_killed_agent_leaves_no_hole() {
     let site = site_with_transactions();
     let receiver_port = free_port();
     let scrape_port = free_port();
-    let config = site.config(
-        "300ms",
-        &format!(
-            "[scrape]\nlisten = \"127.0.0.1:{scrape_port}\"\n\
-             [[remote_write]]\nname = \"central\"\nurl = \"http://127.0.0.1:{receiver_port}/api/v1/write\"\ntimeout = \"1s\"\n"
-        ),
-    );
+    let config = site.config("300ms", &scraped_and_central(scrape_port, receiver_port, "timeout = \"1s\"\n"));
     let start = || {
         let log = site.directory.path().join(format!("agent-{}.log", free_port()));
         start_logging_ticks(&config, scrape_port, log, |_| {})
@@ -440,13 +443,7 @@ fn a_clock_stepped_back_drops_ticks_until_it_passes_the_newest_sample_and_a_step
     let _prometheus = prometheus_receiver(site.directory.path(), receiver_port);
     let clock = site.directory.path().join("clock-offset");
     std::fs::write(&clock, "+0\n").unwrap();
-    let config = site.config(
-        "300ms",
-        &format!(
-            "[scrape]\nlisten = \"127.0.0.1:{scrape_port}\"\n\
-             [[remote_write]]\nname = \"central\"\nurl = \"http://127.0.0.1:{receiver_port}/api/v1/write\"\n"
-        ),
-    );
+    let config = site.config("300ms", &scraped_and_central(scrape_port, receiver_port, ""));
     let log = site.directory.path().join("agent.log");
     let agent = start_logging_ticks(&config, scrape_port, log, |command| {
         command
@@ -503,13 +500,7 @@ fn a_clock_stepped_back_drops_ticks_until_it_passes_the_newest_sample_and_a_step
 fn a_batch_that_cannot_be_read_back_is_dropped_counted_and_blocks_nothing() {
     let site = site_with_transactions();
     let (receiver_port, scrape_port) = (free_port(), free_port());
-    let config = site.config(
-        "300ms",
-        &format!(
-            "[scrape]\nlisten = \"127.0.0.1:{scrape_port}\"\n\
-             [[remote_write]]\nname = \"central\"\nurl = \"http://127.0.0.1:{receiver_port}/api/v1/write\"\ntimeout = \"1s\"\n"
-        ),
-    );
+    let config = site.config("300ms", &scraped_and_central(scrape_port, receiver_port, "timeout = \"1s\"\n"));
     let agent = start_logging_ticks(&config, scrape_port, site.directory.path().join("agent.log"), |_| {});
     let value = |name: &str, labels: &[(&str, &str)]| value_of(&parse_exposition(&agent.metrics()), name, labels);
     let backlog = || value("apimetrics_agent_remote_write_backlog_samples", &[("target", "central")]);
@@ -701,13 +692,7 @@ fn a_full_disk_holds_the_samples_in_memory_turns_health_503_and_loses_nothing() 
     let disk = FullDisk::at(&state_dir);
     let (receiver_port, scrape_port) = (free_port(), free_port());
     let _prometheus = prometheus_receiver(site.directory.path(), receiver_port);
-    let config = site.config(
-        "300ms",
-        &format!(
-            "[scrape]\nlisten = \"127.0.0.1:{scrape_port}\"\n\
-             [[remote_write]]\nname = \"central\"\nurl = \"http://127.0.0.1:{receiver_port}/api/v1/write\"\n"
-        ),
-    );
+    let config = site.config("300ms", &scraped_and_central(scrape_port, receiver_port, ""));
     let log = site.directory.path().join("agent.log");
     let agent = start_logging_ticks(&config, scrape_port, log, FullDisk::prepare);
     let value = |name: &str, labels: &[(&str, &str)]| value_of(&parse_exposition(&agent.metrics()), name, labels);
