@@ -103,8 +103,7 @@ impl Agent {
         let (tick_sender, ticks) = mpsc::channel(1);
         let ticker = Ticker::start(&config, config.run_on_start, tick_sender.clone(), &stop);
         info!(config = %config.path.display(), database = %config.source.database.display(), schedule = %config.schedule, "agent started");
-        telemetry.set_stale_at(ticker::stale_at(&config, Utc::now()));
-        Ok(Agent {
+        let agent = Agent {
             config: config_sender,
             telemetry,
             outlets,
@@ -118,7 +117,9 @@ impl Agent {
             reload_watchdog: Watchdog::default(),
             started_at: Utc::now(),
             _instance_lock: instance_lock,
-        })
+        };
+        agent.watch_for_staleness(&config);
+        Ok(agent)
     }
 
     fn config(&self) -> Arc<Config> {
