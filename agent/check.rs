@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 
 use crate::common::deadline::Watchdog;
 use crate::common::instance_lock;
+use crate::common::redact::shown_url;
 use crate::config::Config;
 use crate::http::Failure;
 use crate::{pushgateway, remote_write, source};
@@ -97,7 +98,7 @@ async fn probe_targets(config: &Config, report: &mut CheckReport) {
         probes.spawn(async move {
             let started = Instant::now();
             let answer = bounded(remote_write::sender::probe(&target)).await;
-            let name = format!("remote_write[{index}] {} ({})", target.name, target.url);
+            let name = format!("remote_write[{index}] {} ({})", target.name, shown_url(&target.url));
             (name, "accepted an empty write request", answer, started.elapsed())
         });
     }

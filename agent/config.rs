@@ -47,12 +47,21 @@ pub struct Config {
     pub(crate) remote_writes: Vec<RemoteWriteConfig>,
     /// `[log] format`, for `main` to set up logging with.
     pub log_format: LogFormat,
+    /// What is allowed but unwise (a weak secret, a secret file others may read).
+    pub(crate) warnings: Vec<String>,
 }
 
 impl Config {
     /// The `[source]` table: the database to read and how.
     pub fn source(&self) -> &SourceConfig {
         &self.source
+    }
+
+    /// Logs each warning the config gave: at start, and after a reload.
+    pub fn log_warnings(&self) {
+        for warning in &self.warnings {
+            tracing::warn!(config = %self.path.display(), "{warning}");
+        }
     }
 }
 
@@ -111,8 +120,11 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// rest checked as if they were not there.
 pub(crate) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let mut problems = Problems::new(text);
-    let config =
-        deserialize_past_mistakes::<RawConfig>(text, &mut problems).map(|raw| raw.validate(&mut problems, path, text));
+    let config = deserialize_past_mistakes::<RawConfig>(text, &mut problems).map(|raw| {
+        let mut config = raw.validate(&mut problems, path, text);
+        config.warnings = problems.take_warnings();
+        config
+    });
     match (config, problems.into_messages()) {
         (Some(config), found) if found.is_empty() => Ok(config),
         (_, found) if found.is_empty() => {
@@ -244,6 +256,7 @@ impl RawConfig {
             pushgateways,
             remote_writes,
             log_format,
+            warnings: Vec::new(),
         }
     }
 }
@@ -544,6 +557,31 @@ mod tests {
             assert!(message.contains(expected), "{expected} not in:\n{message}");
         }
         assert_eq!(error.problems.len(), 8, "{message}");
+    }
+
+    #[test]
+    fn weak_secrets_and_secret_files_others_may_read_are_warned_about() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = with_database();
+        std::fs::write(dir.path().join("token"), "a-long-enough-token\n").unwrap();
+        std::fs::set_permissions(dir.path().join("token"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let text = "[source]\ndatabase = \"app.sqlite3\"\n[schedule]\ninterval = \"1s\"\n\
+                    [[pushgateway]]\nurl = \"http://gw\"\nbasic_auth = { username = \"u\", password = \"short\" }\n\
+                    proxy_url = \"http://p:pw@proxy:3128\"\nheaders = { X-Api-Key = \"k\", X-Source = \"s\" }\n\
+                    [[remote_write]]\nurl = \"http://r/w\"\nbearer_token_file = \"token\"\n";
+        let config = parse_in(dir.path(), text).unwrap();
+        let warned = config.warnings.join("\n");
+        for expected in [
+            "pushgateway[0].basic_auth.password: the secret is shorter than 8 characters",
+            "pushgateway[0].proxy_url: the secret is shorter than 8 characters",
+            "pushgateway[0].headers.X-Api-Key: the secret is shorter than 8 characters",
+            "remote_write[0].bearer_token_file: ",
+            "token holds a secret and every user on this machine may read it (mode 0644): `chmod o-r` it",
+        ] {
+            assert!(warned.contains(expected), "{expected} not in:\n{warned}");
+        }
+        assert_eq!(config.warnings.len(), 4, "{warned}");
+        assert!(!warned.contains("\"short\"") && !warned.contains(":pw@"), "{warned}");
     }
 
     #[test]

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use apimetrics_agent::common::escape::escape_controls;
 use apimetrics_agent::common::logging::{self, LogFormat};
+use apimetrics_agent::common::redact::redact;
 use apimetrics_agent::config::{self, ConfigError};
 use apimetrics_agent::populate::{self, Population};
 use apimetrics_agent::{check, demo, run};
@@ -71,9 +73,9 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             // One line each for the chain's parts and a config's problems; nothing from a value
-            // may move the cursor or start a line of its own.
+            // may move the cursor or start a line of its own, and no secret shows.
             let lines: Vec<String> =
-                format!("{error:#}").split('\n').map(|line| logging::escape_controls(line, false)).collect();
+                redact(&format!("{error:#}")).split('\n').map(|line| escape_controls(line, false)).collect();
             eprintln!("error: {}", lines.join("\n"));
             if error.chain().any(|cause| cause.is::<ConfigError>()) { ExitCode::from(2) } else { ExitCode::FAILURE }
         }
@@ -93,6 +95,7 @@ fn execute_on(cli: Cli, runtime: &tokio::runtime::Runtime) -> anyhow::Result<Exi
     let load = || {
         let config = config::load(&cli.config)?;
         logging::init(cli.log_format.unwrap_or(config.log_format));
+        config.log_warnings();
         anyhow::Ok(config)
     };
     match cli.command.clone().unwrap_or(Command::Run) {
@@ -104,17 +107,17 @@ fn execute_on(cli: Cli, runtime: &tokio::runtime::Runtime) -> anyhow::Result<Exi
         Command::Once { dry_run } => {
             let config = load()?;
             if let Some(body) = runtime.block_on(run::once(config, dry_run))? {
-                print!("{body}");
+                print!("{}", redact(&body));
             }
         }
         Command::Check { targets } => {
             let config = load()?;
             println!("config {} is valid", cli.config.display());
             let report = runtime.block_on(check::check(&config, targets));
-            print!("{}", report.text);
+            print!("{}", redact(&report.text));
             if !report.failures.is_empty() {
                 for failure in &report.failures {
-                    eprintln!("error: {}", logging::escape_controls(failure, false));
+                    eprintln!("error: {}", escape_controls(&redact(failure), false));
                 }
                 return Ok(ExitCode::FAILURE);
             }

@@ -185,7 +185,10 @@ impl Agent {
             config::load(&path).map_err(|refused| anyhow::anyhow!(refused.to_string()))
         });
         let new = match loaded.await {
-            Ok(config) => Arc::new(config),
+            Ok(config) => {
+                config.log_warnings();
+                Arc::new(config)
+            }
             Err(refused) => {
                 let message = format!("{refused:#}");
                 error!(error = %message, "reload refused; running on as before");

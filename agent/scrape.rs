@@ -1,7 +1,7 @@
 //! The local scrape endpoint, for sites that can be scraped: `/metrics` serves the latest
 //! snapshot's text and the agent's own metrics, `/` is the status page, `/healthz` says whether
 //! the last tick succeeded, and (with `enable_reload`) `POST /-/reload` asks the run loop to
-//! re-read the config. A scrape never queries the database. `http_server` serves it, within
+//! re-read the config. A scrape never queries the database. Every answer passes `common::redact`. `http_server` serves it, within
 //! bounds no client can push.
 
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::common::redact::redact;
 use crate::config::Config;
 use crate::exposition::CONTENT_TYPE;
 use crate::http_server::{self, Limits};
@@ -70,7 +71,7 @@ impl Endpoint {
 
 async fn metrics(State(endpoint): State<Endpoint>) -> impl IntoResponse {
     let page = endpoint.telemetry.render(&endpoint.config().labels, Utc::now());
-    ([(header::CONTENT_TYPE, CONTENT_TYPE)], page)
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], redact(&page).into_owned())
 }
 
 async fn status_page(State(endpoint): State<Endpoint>) -> impl IntoResponse {
@@ -81,7 +82,7 @@ async fn status_page(State(endpoint): State<Endpoint>) -> impl IntoResponse {
 async fn healthz(State(endpoint): State<Endpoint>) -> impl IntoResponse {
     match endpoint.telemetry.health().describe(Utc::now()) {
         (true, _) => (StatusCode::OK, "ok\n".to_owned()),
-        (false, reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
+        (false, reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{}\n", redact(&reason))),
     }
 }
 
@@ -102,7 +103,9 @@ async fn reload_config(State(endpoint): State<Endpoint>, body: Body) -> Response
     });
     let answer = match reloaded.await {
         Ok((true, Ok(Ok(())))) => (StatusCode::OK, "reloaded\n".to_owned()),
-        Ok((true, Ok(Err(error)))) => (StatusCode::INTERNAL_SERVER_ERROR, format!("reload refused: {error}\n")),
+        Ok((true, Ok(Err(error)))) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("reload refused: {}\n", redact(&error)))
+        }
         Ok(_) => (StatusCode::SERVICE_UNAVAILABLE, "the agent is stopping\n".to_owned()),
         Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::common::escape::html_escaped as escape;
+use crate::common::redact::redact;
 use crate::config::{Config, Schedule};
 use crate::snapshot::Snapshot;
 use crate::telemetry::{Delivery, Health, StatusView};
@@ -51,7 +53,7 @@ pub(crate) fn render(config: &Config, view: &StatusView, now: DateTime<Utc>) -> 
         timestamp(reload.at),
         escape(&config.redacted_text)
     );
-    page
+    redact(&page).into_owned()
 }
 
 /// Whether the last tick succeeded, and the tick counts.
@@ -151,21 +153,6 @@ fn write_targets(page: &mut String, deliveries: &BTreeMap<String, Delivery>, now
     page.push_str("</table></div>");
 }
 
-fn escape(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for character in text.chars() {
-        match character {
-            '&' => escaped.push_str("&amp;"),
-            '<' => escaped.push_str("&lt;"),
-            '>' => escaped.push_str("&gt;"),
-            '"' => escaped.push_str("&quot;"),
-            '\'' => escaped.push_str("&#39;"),
-            other => escaped.push(other),
-        }
-    }
-    escaped
-}
-
 fn timestamp(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
@@ -177,14 +164,4 @@ fn age(now: DateTime<Utc>, then: DateTime<Utc>) -> String {
 
 fn seconds(duration: Duration) -> String {
     format!("{:.3} s", duration.as_secs_f64())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn text_is_escaped_for_html() {
-        assert_eq!(escape("<b>\"Mpesa\" & 'B2C'</b>"), "&lt;b&gt;&quot;Mpesa&quot; &amp; &#39;B2C&#39;&lt;/b&gt;");
-    }
 }

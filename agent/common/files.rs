@@ -46,6 +46,14 @@ pub(crate) fn not_a_regular_file(kind: FileType) -> Option<&'static str> {
     }
 }
 
+/// The file's permission bits if every user on the machine may read it (`o+r`), for a warning
+/// about a file that holds a secret, as ssh gives about a private key.
+pub(crate) fn readable_by_everyone(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o004 != 0).then_some(mode)
+}
+
 /// `read_regular_file`, as UTF-8 text.
 pub fn read_regular_text(path: &Path) -> std::io::Result<String> {
     String::from_utf8(read_regular_file(path)?).map_err(|_| Error::new(ErrorKind::InvalidData, "it is not UTF-8 text"))
@@ -72,5 +80,17 @@ mod tests {
         assert_eq!(read_regular_file(&dir.path().join("nothing")).unwrap_err().kind(), ErrorKind::NotFound);
         std::fs::write(&file, [0xff, 0xfe]).unwrap();
         assert_eq!(read_regular_text(&file).unwrap_err().to_string(), "it is not UTF-8 text");
+    }
+
+    #[test]
+    fn a_file_every_user_may_read_is_told_apart() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "t").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(readable_by_everyone(&file), Some(0o644));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert_eq!(readable_by_everyone(&file), None);
     }
 }

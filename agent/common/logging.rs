@@ -1,13 +1,16 @@
 //! The agent's log on stderr, in one of two formats: text for people (one line per record,
 //! whatever a value holds: a newline in a receiver's answer or a path cannot start a forged
 //! record), or JSON for machines (one object per line with time, level, message and fields, for
-//! sites that ship logs to Loki or Elasticsearch).
+//! sites that ship logs to Loki or Elasticsearch). Every record passes `common::redact` first.
 
 use std::io::{IsTerminal, Write};
 use std::str::FromStr;
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
+
+use super::escape::escape_controls;
+use super::redact::redact;
 
 /// How log records are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -41,23 +44,6 @@ pub fn init(format: LogFormat) {
     }
 }
 
-/// `text` with its control characters written as escapes (`\n`, `\t`, `\u{1b}`), and the
-/// Unicode line and paragraph separators too, so that it shows on one line and moves no cursor:
-/// for every text from outside (a receiver's answer) and every log record; with `keep_escape`,
-/// the escape character stays (the log's own colours on a terminal).
-pub fn escape_controls(text: &str, keep_escape: bool) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for character in text.chars() {
-        let control = character.is_control() || matches!(character, '\u{2028}' | '\u{2029}');
-        if control && !(keep_escape && character == '\u{1b}') {
-            escaped.extend(character.escape_default());
-        } else {
-            escaped.push(character);
-        }
-    }
-    escaped
-}
-
 /// Stderr, taking one whole record per write and keeping it on one line.
 struct OneLineStderr {
     colours: bool,
@@ -71,8 +57,9 @@ impl<'a> MakeWriter<'a> for OneLineStderr {
     }
 }
 
-/// Writes each record with its control characters escaped (`\n`, `\r`, `\u{1b}`…) but the final
-/// line break, so one record is one line and no value moves the cursor or forges a record.
+/// Writes each record with every known secret redacted and its control characters escaped (`\n`,
+/// `\r`, `\u{1b}`…) but the final line break, so one record is one line, no value moves the
+/// cursor or forges a record, and no secret shows.
 struct OneLine<W: Write> {
     out: W,
     colours: bool,
@@ -90,7 +77,7 @@ impl<W: Write> Write for OneLine<W> {
             None => (record, &b""[..]),
         };
         let text = String::from_utf8_lossy(body);
-        let escaped = escape_controls(&text, self.colours);
+        let escaped = escape_controls(&redact(&text), self.colours);
         if escaped == text {
             return self.out.write_all(record);
         }

@@ -3,6 +3,7 @@
 //! TOML past mistakes, secrets that never print, and a small random generator.
 
 pub(crate) mod deadline;
+pub mod escape;
 pub(crate) mod deserialize;
 pub mod django_time;
 pub mod files;
@@ -12,4 +13,4 @@ pub mod open_files;
 pub(crate) mod problems;
 pub(crate) mod random;
 pub(crate) mod ranges;
-pub(crate) mod redact;
+pub mod redact;

@@ -16,6 +16,8 @@ use super::redact::credentials_out_of_urls;
 pub(crate) struct Problems<'a> {
     text: &'a str,
     found: Vec<Problem>,
+    /// What is allowed but unwise (a weak secret, a secret file others may read), said at start.
+    warnings: Vec<String>,
 }
 
 /// One problem, as the operator reads it.
@@ -30,7 +32,17 @@ struct Problem {
 impl<'a> Problems<'a> {
     /// No problems yet in the config `text`.
     pub(crate) fn new(text: &'a str) -> Problems<'a> {
-        Problems { text, found: Vec::new() }
+        Problems { text, found: Vec::new(), warnings: Vec::new() }
+    }
+
+    /// A warning about the value at `key`, which does not refuse the config.
+    pub(crate) fn warn(&mut self, key: &str, message: impl fmt::Display) {
+        self.warnings.push(credentials_out_of_urls(&format!("{key}: {message}")));
+    }
+
+    /// The warnings so far, taken out.
+    pub(crate) fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
     }
 
     /// A problem with the value at `value`'s place in the file.

@@ -1,31 +1,161 @@
-//! Keeping secrets out of what the agent shows: a `Secret` that never prints, and the config's
-//! text with its passwords, tokens and credential-like headers replaced.
+//! Keeping secrets out of everything the agent shows. Every secret the config holds is made a
+//! `Secret`, which never prints and is remembered here when made; `redact` then replaces each
+//! remembered secret (and the forms it takes once escaped for a log, a page or a URL) with
+//! `<redacted>`, and every surface passes its text through it: the log's writer, the status page,
+//! `/metrics`, the reload answer, `check`'s report and `main`'s error. Where the agent prints a
+//! value itself (the config's text, a header, a URL), it shows no secret in the first place.
 
+use std::borrow::Cow;
 use std::fmt;
+use std::sync::RwLock;
 
-/// A secret from the config or a file. `Debug` never shows it.
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use reqwest::Url;
+
+use super::escape::{escape_controls, html_escaped, json_escaped, percent_encoded};
+
+/// What replaces a secret.
+pub(crate) const REDACTED: &str = "<redacted>";
+
+/// A secret shorter than this is not searched for in free text: replacing every "abc" in the
+/// log would mangle it and still not hide a secret that weak. Such a secret gets a warning.
+pub(crate) const SHORTEST_SEARCHED: usize = 8;
+
+/// Every secret seen by this process, in each form it may take when shown, longest first.
+/// Only ever added to: a line logged after a reload that dropped a secret may still quote it.
+static REMEMBERED: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
+/// A secret from the config or a file. `Debug` never shows it, and making one remembers it for
+/// `redact`.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct Secret(String);
 
 impl Secret {
     pub(crate) fn new(secret: String) -> Secret {
+        remember(&secret);
         Secret(secret)
     }
 
     pub(crate) fn expose(&self) -> &str {
         &self.0
     }
+
+    /// Whether it is too short to be searched for in free text (`SHORTEST_SEARCHED`).
+    pub(crate) fn is_weak(&self) -> bool {
+        is_weak(&self.0)
+    }
 }
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
+        f.write_str(REDACTED)
     }
 }
 
-/// Keys whose values are secrets, and header names that usually carry one.
+fn is_weak(secret: &str) -> bool {
+    secret.chars().count() < SHORTEST_SEARCHED
+}
+
+/// Remembers `secret` for `redact`, in every form it may take on a surface: as written, escaped
+/// for a log record (text or JSON), a Rust debug string, an exposition label, HTML, and
+/// percent-encoded as in a URL. A weak secret is not remembered (see `SHORTEST_SEARCHED`).
+pub(crate) fn remember(secret: &str) {
+    if is_weak(secret) {
+        return;
+    }
+    let mut forms = vec![
+        secret.to_owned(),
+        json_escaped(secret),
+        format!("{secret:?}").trim_matches('"').to_owned(),
+        html_escaped(secret),
+        percent_encoded(secret),
+    ];
+    for index in 0..forms.len() {
+        let escaped = escape_controls(&forms[index], false);
+        forms.push(escaped);
+    }
+    let mut remembered = REMEMBERED.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+    for form in forms {
+        if !remembered.contains(&form) {
+            remembered.push(form);
+        }
+    }
+    // Longest first: a secret that holds another is replaced whole.
+    remembered.sort_by_key(|form| std::cmp::Reverse(form.len()));
+}
+
+/// Remembers what HTTP basic auth puts on the wire for `username` and `password`: the base64 of
+/// `username:password`, which a receiver that echoes the `Authorization` header shows.
+pub(crate) fn remember_basic_auth(username: &str, password: &str) {
+    remember(&BASE64.encode(format!("{username}:{password}")));
+}
+
+/// `text` with every remembered secret replaced by `<redacted>`; borrowed when it holds none.
+pub fn redact(text: &str) -> Cow<'_, str> {
+    let remembered = REMEMBERED.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut text = Cow::Borrowed(text);
+    for form in remembered.iter() {
+        if text.contains(form.as_str()) {
+            text = Cow::Owned(text.replace(form.as_str(), REDACTED));
+        }
+    }
+    text
+}
+
+/// Request headers whose values carry no secret, and so are shown (a tenant's name, what the
+/// client accepts); every other header's value is shown as `<redacted>`. Lower case.
+pub(crate) const SHOWN_HEADERS: [&str; 4] = ["x-scope-orgid", "thanos-tenant", "accept", "accept-language"];
+
+/// Whether the value of the request header `name` may be shown.
+pub(crate) fn header_may_show(name: &str) -> bool {
+    SHOWN_HEADERS.contains(&name.to_ascii_lowercase().as_str())
+}
+
+/// Query parameters whose values are secrets (an API key in the URL), by a word in their name.
+const SECRET_QUERY_WORDS: [&str; 8] = ["key", "token", "secret", "pass", "auth", "sig", "credential", "session"];
+
+fn query_parameter_is_secret(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    SECRET_QUERY_WORDS.iter().any(|word| name.contains(word))
+}
+
+/// Remembers the values of `url`'s secret-looking query parameters (`?api_key=…`) for `redact`.
+pub(crate) fn remember_url_secrets(url: &Url) {
+    for (name, value) in url.query_pairs() {
+        if query_parameter_is_secret(&name) {
+            remember(&value);
+        }
+    }
+}
+
+/// `url` as the agent shows it: its user name and password, and the values of secret-looking
+/// query parameters, replaced by `<redacted>`.
+pub(crate) fn shown_url(url: &Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_password(None);
+    let _ = shown.set_username("");
+    if url.query().is_some() {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(name, value)| {
+                let value = if query_parameter_is_secret(&name) { REDACTED.to_owned() } else { value.into_owned() };
+                (name.into_owned(), value)
+            })
+            .collect();
+        shown.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    let shown = shown.to_string().replace("%3Credacted%3E", REDACTED);
+    match shown.split_once("://") {
+        Some((scheme, rest)) if !url.username().is_empty() || url.password().is_some() => {
+            format!("{scheme}://{REDACTED}@{rest}")
+        }
+        _ => shown,
+    }
+}
+
+/// Keys whose values are secrets.
 const SECRET_KEYS: [&str; 2] = ["password", "bearer_token"];
-const SECRET_HEADER_WORDS: [&str; 6] = ["auth", "token", "key", "secret", "cookie", "password"];
 
 /// Keys whose values are URLs, which may carry credentials (`https://user:password@host`).
 const URL_KEYS: [&str; 2] = ["url", "proxy_url"];
@@ -67,20 +197,21 @@ pub(crate) fn credentials_out_of_urls(text: &str) -> String {
     shown
 }
 
-/// The config's TOML with passwords, tokens, credential-like headers and the credentials in URLs
-/// replaced by "<redacted>" (comments are not kept: they may hold secrets too).
+/// The config's TOML with passwords, tokens, the values of headers not in `SHOWN_HEADERS`, and
+/// the credentials and secret-looking query values of URLs replaced by "<redacted>" (comments
+/// are not kept: they may hold secrets too).
 pub(crate) fn redacted_config(text: &str) -> String {
     fn redact(value: &mut toml::Value, in_headers: bool) {
         match value {
             toml::Value::Table(table) => {
                 for (key, value) in table.iter_mut() {
                     let lower = key.to_ascii_lowercase();
-                    let secret = SECRET_KEYS.contains(&lower.as_str())
-                        || (in_headers && SECRET_HEADER_WORDS.iter().any(|word| lower.contains(word)));
+                    let secret = SECRET_KEYS.contains(&lower.as_str()) || (in_headers && !header_may_show(key));
                     if secret {
-                        *value = toml::Value::String("<redacted>".to_owned());
+                        *value = toml::Value::String(REDACTED.to_owned());
                     } else if let (true, toml::Value::String(url)) = (URL_KEYS.contains(&key.as_str()), &value) {
-                        *value = toml::Value::String(without_credentials(url));
+                        let shown = Url::parse(url).map_or_else(|_| without_credentials(url), |url| shown_url(&url));
+                        *value = toml::Value::String(shown);
                     } else {
                         redact(value, key == "headers");
                     }
@@ -118,7 +249,45 @@ mod tests {
         let shown =
             redacted_config("[[remote_write]]\nurl = \"https://u:pw@r/w\"\nproxy_url = \"http://p:s3@proxy:3128\"\n");
         assert!(!shown.contains("pw@") && !shown.contains("s3@"), "{shown}");
-        assert!(shown.contains("https://<redacted>@r/w") && shown.contains("http://<redacted>@proxy:3128"), "{shown}");
+        assert!(shown.contains("https://<redacted>@r/w") && shown.contains("http://<redacted>@proxy:3128/"), "{shown}");
+    }
+
+    #[test]
+    fn a_remembered_secret_leaves_every_form_it_takes() {
+        let secret = Secret::new("s3cr\"et-pass\nword&<ü".to_owned());
+        let shown = |text: &str| redact(text).into_owned();
+        assert_eq!(shown("password=s3cr\"et-pass\nword&<ü."), "password=<redacted>.");
+        assert_eq!(shown("{\"error\":\"s3cr\\\"et-pass\\nword&<ü\"}"), "{\"error\":\"<redacted>\"}");
+        assert_eq!(shown("<pre>s3cr&quot;et-pass\nword&amp;&lt;ü</pre>"), "<pre><redacted></pre>");
+        assert_eq!(shown("http://u:s3cr%22et-pass%0Aword%26%3C%C3%BC@h"), "http://u:<redacted>@h");
+        assert_eq!(shown("reason=\"s3cr\\\"et-pass\\nword&<ü\""), "reason=\"<redacted>\"");
+        assert!(matches!(redact("nothing to hide"), Cow::Borrowed(_)));
+        assert_eq!(format!("{secret:?}"), "<redacted>");
+
+        // A weak secret is never searched for; its basic-auth form is.
+        let weak = Secret::new("pw".to_owned());
+        assert!(weak.is_weak() && !secret.is_weak());
+        assert_eq!(shown("pw: a pwd"), "pw: a pwd");
+        remember_basic_auth("agent", "pw");
+        assert_eq!(shown("cannot find \"Basic YWdlbnQ6cHc=\""), "cannot find \"Basic <redacted>\"");
+    }
+
+    #[test]
+    fn urls_show_no_credentials_nor_secret_query_values() {
+        let url = Url::parse("https://u:pw@mimir.example.org/push?api_key=k3y-k3y-k3y&extra_label=site%3D1").unwrap();
+        assert_eq!(shown_url(&url), "https://<redacted>@mimir.example.org/push?api_key=<redacted>&extra_label=site%3D1");
+        remember_url_secrets(&url);
+        assert_eq!(redact("sent to ?api_key=k3y-k3y-k3y"), "sent to ?api_key=<redacted>");
+        let shown = redacted_config("[[remote_write]]\nurl = \"https://r/w?token=abcdefghij&a=b\"\n");
+        assert!(shown.contains("https://r/w?token=<redacted>&a=b"), "{shown}");
+    }
+
+    #[test]
+    fn only_known_harmless_headers_are_shown() {
+        assert!(header_may_show("X-Scope-OrgID") && header_may_show("thanos-tenant"));
+        assert!(!header_may_show("X-Api-Key") && !header_may_show("X-Tenant-Signature"));
+        let shown = redacted_config("[[remote_write]]\nheaders = { \"X-Scope-OrgID\" = \"site-1\", X-Custom = \"v4lue\" }\n");
+        assert!(shown.contains("X-Scope-OrgID = \"site-1\"") && !shown.contains("v4lue"), "{shown}");
     }
 
     #[test]

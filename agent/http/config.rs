@@ -9,9 +9,13 @@ use reqwest::{Certificate, Identity, Url};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::common::files::{read_regular_file, read_regular_text};
+use crate::common::escape::percent_decoded;
+use crate::common::files::{read_regular_file, read_regular_text, readable_by_everyone};
 use crate::common::problems::Problems;
-use crate::common::redact::{Secret, without_credentials};
+use crate::common::redact::{SHORTEST_SEARCHED, Secret, header_may_show, remember, remember_basic_auth, shown_url, without_credentials};
+
+/// Words in a header's name that say its value is a credential: a weak one gets a warning.
+const CREDENTIAL_HEADER_WORDS: [&str; 7] = ["auth", "token", "key", "secret", "cookie", "password", "signature"];
 
 /// Headers the agent sets itself; a target's `headers` may not replace them.
 const RESERVED_HEADERS: [&str; 5] =
@@ -55,8 +59,9 @@ pub(crate) struct RawHttp<'a> {
     pub(crate) proxy_url: Option<&'a Spanned<String>>,
 }
 
-/// Checked HTTP settings of one target.
-#[derive(Debug, Clone, Default)]
+/// Checked HTTP settings of one target. `Debug` shows no secret: header values not known to be
+/// harmless are marked sensitive, and the proxy's credentials are left out.
+#[derive(Clone, Default)]
 pub(crate) struct HttpSettings {
     pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
     pub(crate) auth: Option<Auth>,
@@ -67,6 +72,19 @@ pub(crate) struct HttpSettings {
     pub(crate) insecure_skip_verify: bool,
     /// `None`: HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the environment.
     pub(crate) proxy: Option<Url>,
+}
+
+impl std::fmt::Debug for HttpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpSettings")
+            .field("headers", &self.headers)
+            .field("auth", &self.auth)
+            .field("ca_pem", &self.ca_pem.as_ref().map(|pem| format!("{} bytes", pem.len())))
+            .field("identity_pem", &self.identity_pem)
+            .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .field("proxy", &self.proxy.as_ref().map(shown_url))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +116,17 @@ impl RawHttp<'_> {
                 (Ok(header), _) if RESERVED_HEADERS.contains(&header.as_str()) => {
                     problems.at(name, &header_key, "is set by the agent itself and cannot be replaced")
                 }
-                (Ok(header), Ok(header_value)) => headers.push((header, header_value)),
+                (Ok(header), Ok(mut header_value)) => {
+                    // Shown only for names known to carry no secret; every other value is one.
+                    if !header_may_show(header.as_str()) {
+                        header_value.set_sensitive(true);
+                        let secret = Secret::new(value.get_ref().clone());
+                        if CREDENTIAL_HEADER_WORDS.iter().any(|word| header.as_str().contains(word)) {
+                            warn_if_weak(problems, &header_key, &secret);
+                        }
+                    }
+                    headers.push((header, header_value))
+                }
                 (Err(_), _) => problems.at(name, &header_key, "is not a valid HTTP header name"),
                 (_, Err(_)) => problems.at(value, &header_key, "is not a valid HTTP header value"),
             }
@@ -114,11 +142,15 @@ impl RawHttp<'_> {
             }
             (Some(token), None) => {
                 let secret = Secret::new(token.get_ref().clone());
+                warn_if_weak(problems, &format!("{key}.bearer_token"), &secret);
                 usable_in_a_header(problems, &format!("{key}.bearer_token"), token, Some(secret))
             }
             (None, Some(file)) => {
                 let file_key = format!("{key}.bearer_token_file");
                 let token = read_secret(problems, &file_key, file, base);
+                if let Some(token) = &token {
+                    warn_if_weak(problems, &file_key, token);
+                }
                 usable_in_a_header(problems, &file_key, file, token)
             }
             (None, None) => None,
@@ -138,7 +170,10 @@ impl RawHttp<'_> {
         let proxy = self.proxy_url?;
         let shown = without_credentials(proxy.get_ref());
         match Url::parse(proxy.get_ref()) {
-            Ok(url) if ["http", "https"].contains(&url.scheme()) => Some(url),
+            Ok(url) if ["http", "https"].contains(&url.scheme()) => {
+                remember_proxy_credentials(problems, &format!("{key}.proxy_url"), &url);
+                Some(url)
+            }
             // reqwest is built without its `socks` feature: such a proxy would fail every request.
             Ok(url) if url.scheme().starts_with("socks") => {
                 problems.at(
@@ -157,6 +192,31 @@ impl RawHttp<'_> {
                 None
             }
         }
+    }
+}
+
+/// Remembers the password in a proxy's URL, as written and as sent (`Proxy-Authorization:
+/// Basic` with the base64 of user:password), and warns if it is weak.
+fn remember_proxy_credentials(problems: &mut Problems<'_>, key: &str, url: &Url) {
+    let Some(password) = url.password() else { return };
+    let (username, decoded_password) = (percent_decoded(url.username()), percent_decoded(password));
+    remember(password);
+    warn_if_weak(problems, key, &Secret::new(decoded_password.clone()));
+    remember_basic_auth(url.username(), password);
+    remember_basic_auth(&username, &decoded_password);
+}
+
+/// A warning for a secret too short to be searched for in what the agent shows.
+fn warn_if_weak(problems: &mut Problems<'_>, key: &str, secret: &Secret) {
+    if secret.is_weak() {
+        problems.warn(
+            key,
+            format_args!(
+                "the secret is shorter than {SHORTEST_SEARCHED} characters: too weak to be searched for and redacted \
+                 in free text (a receiver's answer that quotes it would show it); the agent never prints it \
+                 itself. Use a longer one"
+            ),
+        );
     }
 }
 
@@ -201,7 +261,10 @@ fn basic_auth(problems: &mut Problems<'_>, key: &str, spanned: &Spanned<RawBasic
         problems.missing_in(spanned, &format!("{key}.basic_auth.username"), "missing: the user name to send");
         return None;
     };
-    password.map(|password| Auth::Basic { username: username.clone(), password })
+    let password = password?;
+    warn_if_weak(problems, &format!("{key}.basic_auth.password"), &password);
+    remember_basic_auth(username, password.expose());
+    Some(Auth::Basic { username: username.clone(), password })
 }
 
 /// Checks `tls` (at `tls_key`) into `settings`: the CA, the client certificate and its key.
@@ -223,7 +286,9 @@ fn validate_tls(
         (Some(cert_file), Some(key_file)) => {
             let cert_key = format!("{tls_key}.cert_file");
             let cert = read_file(problems, spanned, &cert_key, cert_file, base);
-            let key = read_file(problems, spanned, &format!("{tls_key}.key_file"), key_file, base);
+            let key_key = format!("{tls_key}.key_file");
+            let key = read_file(problems, spanned, &key_key, key_file, base);
+            warn_if_readable_by_everyone(problems, &key_key, &base.join(key_file));
             if let (Some(mut pem), Some(key)) = (cert, key) {
                 pem.push(b'\n');
                 pem.extend_from_slice(&key);
@@ -256,8 +321,23 @@ fn check<T>(problems: &mut Problems<'_>, span: &Spanned<RawTls>, key: &str, pars
     parsed.map_err(|error| problems.at(span, key, format_args!("is not usable PEM: {error}"))).is_ok()
 }
 
+/// A warning for a file holding a secret that every user on the machine may read.
+fn warn_if_readable_by_everyone(problems: &mut Problems<'_>, key: &str, path: &Path) {
+    if let Some(mode) = readable_by_everyone(path) {
+        problems.warn(
+            key,
+            format_args!(
+                "{} holds a secret and every user on this machine may read it (mode {mode:04o}): `chmod o-r` it, \
+                 as ssh asks of a private key",
+                path.display()
+            ),
+        );
+    }
+}
+
 fn read_secret(problems: &mut Problems<'_>, key: &str, file: &Spanned<String>, base: &Path) -> Option<Secret> {
     let path = base.join(file.get_ref());
+    warn_if_readable_by_everyone(problems, key, &path);
     match read_regular_text(&path) {
         Ok(text) if text.trim_end_matches(['\r', '\n']).is_empty() => {
             problems.at(file, key, format_args!("{} is empty", path.display()));
@@ -278,8 +358,18 @@ mod tests {
     #[test]
     fn secrets_never_print() {
         let auth = Auth::Basic { username: "agent".into(), password: Secret::new("hunter2".into()) };
-        let settings = HttpSettings { auth: Some(auth), ..HttpSettings::default() };
+        let mut header = HeaderValue::from_static("Token t0k3n");
+        header.set_sensitive(true);
+        let settings = HttpSettings {
+            auth: Some(auth),
+            headers: vec![(HeaderName::from_static("x-api-key"), header)],
+            proxy: Some(Url::parse("http://user:pr0xy-pw@proxy:3128").unwrap()),
+            ..HttpSettings::default()
+        };
         let printed = format!("{settings:?}");
-        assert!(!printed.contains("hunter2") && printed.contains("<redacted>"), "{printed}");
+        for secret in ["hunter2", "t0k3n", "pr0xy-pw"] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+        assert!(printed.contains("<redacted>@proxy:3128"), "{printed}");
     }
 }

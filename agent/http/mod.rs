@@ -12,7 +12,7 @@ use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{Certificate, Identity, Proxy, StatusCode};
 
 use self::config::{Auth, HttpSettings};
-use crate::common::logging::escape_controls;
+use crate::common::escape::escape_controls;
 
 const USER_AGENT: &str = concat!("apimetrics-agent/", env!("CARGO_PKG_VERSION"));
 

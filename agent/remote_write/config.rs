@@ -12,7 +12,7 @@ use crate::common::problems::{DurationText, Problems, SizeText, count, duration,
 use crate::common::ranges::{
     REMOTE_WRITE_MAX_SAMPLES_PER_SEND, REMOTE_WRITE_QUEUE_MAX_AGE, REMOTE_WRITE_QUEUE_MAX_BYTES, REMOTE_WRITE_TIMEOUT,
 };
-use crate::common::redact::without_credentials;
+use crate::common::redact::{remember_url_secrets, without_credentials};
 use crate::http::config::{HttpSettings, RawBasicAuth, RawHttp, RawTls};
 
 /// One `[[remote_write]]` table as written.
@@ -136,7 +136,10 @@ impl RawRemoteWrite {
                 problems.at(url, &url_key, "holds credentials: put them in basic_auth instead");
                 None
             }
-            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => Some(parsed),
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {
+                remember_url_secrets(&parsed);
+                Some(parsed)
+            }
             _ => {
                 // Shown without credentials: a URL that does not parse may hold some.
                 problems.at(
