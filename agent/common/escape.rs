@@ -68,7 +68,6 @@ pub(crate) fn percent_encoded(text: &str) -> String {
     encoded
 }
 
-
 /// `text` with its `%XX` escapes decoded (a URL's user name or password as sent); an escape that
 /// is not one, or bytes that are not UTF-8, are kept as they are or replaced.
 pub(crate) fn percent_decoded(text: &str) -> String {
@@ -98,7 +97,10 @@ mod tests {
 
     #[test]
     fn text_is_escaped_for_html() {
-        assert_eq!(html_escaped("<b>\"Mpesa\" & 'B2C'</b>"), "&lt;b&gt;&quot;Mpesa&quot; &amp; &#39;B2C&#39;&lt;/b&gt;");
+        assert_eq!(
+            html_escaped("<b>\"Mpesa\" & 'B2C'</b>"),
+            "&lt;b&gt;&quot;Mpesa&quot; &amp; &#39;B2C&#39;&lt;/b&gt;"
+        );
     }
 
     #[test]

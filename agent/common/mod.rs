@@ -3,9 +3,9 @@
 //! TOML past mistakes, secrets that never print, and a small random generator.
 
 pub(crate) mod deadline;
-pub mod escape;
 pub(crate) mod deserialize;
 pub mod django_time;
+pub mod escape;
 pub mod files;
 pub mod instance_lock;
 pub mod logging;

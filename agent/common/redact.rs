@@ -275,7 +275,10 @@ mod tests {
     #[test]
     fn urls_show_no_credentials_nor_secret_query_values() {
         let url = Url::parse("https://u:pw@mimir.example.org/push?api_key=k3y-k3y-k3y&extra_label=site%3D1").unwrap();
-        assert_eq!(shown_url(&url), "https://<redacted>@mimir.example.org/push?api_key=<redacted>&extra_label=site%3D1");
+        assert_eq!(
+            shown_url(&url),
+            "https://<redacted>@mimir.example.org/push?api_key=<redacted>&extra_label=site%3D1"
+        );
         remember_url_secrets(&url);
         assert_eq!(redact("sent to ?api_key=k3y-k3y-k3y"), "sent to ?api_key=<redacted>");
         let shown = redacted_config("[[remote_write]]\nurl = \"https://r/w?token=abcdefghij&a=b\"\n");
@@ -286,7 +289,8 @@ mod tests {
     fn only_known_harmless_headers_are_shown() {
         assert!(header_may_show("X-Scope-OrgID") && header_may_show("thanos-tenant"));
         assert!(!header_may_show("X-Api-Key") && !header_may_show("X-Tenant-Signature"));
-        let shown = redacted_config("[[remote_write]]\nheaders = { \"X-Scope-OrgID\" = \"site-1\", X-Custom = \"v4lue\" }\n");
+        let shown =
+            redacted_config("[[remote_write]]\nheaders = { \"X-Scope-OrgID\" = \"site-1\", X-Custom = \"v4lue\" }\n");
         assert!(shown.contains("X-Scope-OrgID = \"site-1\"") && !shown.contains("v4lue"), "{shown}");
     }
 

@@ -12,7 +12,9 @@ use toml::Spanned;
 use crate::common::escape::percent_decoded;
 use crate::common::files::{read_regular_file, read_regular_text, readable_by_everyone};
 use crate::common::problems::Problems;
-use crate::common::redact::{SHORTEST_SEARCHED, Secret, header_may_show, remember, remember_basic_auth, shown_url, without_credentials};
+use crate::common::redact::{
+    SHORTEST_SEARCHED, Secret, header_may_show, remember, remember_basic_auth, shown_url, without_credentials,
+};
 
 /// Words in a header's name that say its value is a credential: a weak one gets a warning.
 const CREDENTIAL_HEADER_WORDS: [&str; 7] = ["auth", "token", "key", "secret", "cookie", "password", "signature"];

@@ -15,6 +15,7 @@ mod reload;
 mod remote_write;
 mod run;
 mod scrape_limits;
+mod secrets;
 mod service;
 mod short_reads;
 mod soak;

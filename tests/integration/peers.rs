@@ -96,13 +96,22 @@ pub(crate) fn victoria_metrics(directory: &Path) -> Peer {
 
 /// Debian's tinyproxy in the foreground, logging every request to `log`.
 pub(crate) fn tinyproxy(directory: &Path) -> (Peer, std::path::PathBuf) {
+    tinyproxy_with(directory, "")
+}
+
+/// Debian's tinyproxy that lets through only requests with `user` and `password` (its `BasicAuth`).
+pub(crate) fn tinyproxy_with_basic_auth(directory: &Path, user: &str, password: &str) -> Peer {
+    tinyproxy_with(directory, &format!("BasicAuth {user} {password}\n")).0
+}
+
+fn tinyproxy_with(directory: &Path, extra: &str) -> (Peer, std::path::PathBuf) {
     let port = free_port();
     let log = directory.join("tinyproxy.log");
     let config = directory.join("tinyproxy.conf");
     std::fs::write(
         &config,
         format!(
-            "Port {port}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\nLogFile \"{}\"\nLogLevel Connect\nMaxClients 20\n",
+            "Port {port}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\nLogFile \"{}\"\nLogLevel Connect\nMaxClients 20\n{extra}",
             log.display()
         ),
     )
@@ -116,6 +125,29 @@ pub(crate) fn tinyproxy(directory: &Path) -> (Peer, std::path::PathBuf) {
         .expect("tinyproxy (Debian package; tests/run installs it)");
     wait_until_listening(port, "tinyproxy", &mut child);
     (Peer { child, port }, log)
+}
+
+/// Debian's vmauth in front of `upstream_port`, letting in `user` with `password` only; it
+/// answers any other credentials with a 400 that quotes the `Authorization` header it got.
+pub(crate) fn vmauth(directory: &Path, user: &str, password: &str, upstream_port: u16) -> Peer {
+    let port = free_port();
+    let config = directory.join("vmauth.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "users:\n- username: {user:?}\n  password: {password:?}\n  url_prefix: \"http://127.0.0.1:{upstream_port}/\"\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new("vmauth")
+        .arg(format!("-auth.config={}", config.display()))
+        .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("vmauth (Debian's victoria-metrics package; tests/run installs it)");
+    wait_until_listening(port, "vmauth", &mut child);
+    Peer { child, port }
 }
 
 /// One series of an exposition: name, labels, value.
@@ -175,11 +207,14 @@ pub(crate) struct Reply {
     pub(crate) body: String,
     /// Say nothing for this long first (a hang, when longer than the client's timeout).
     pub(crate) delay: Duration,
+    /// Start the body with every header of the request, one `name: value` line each, as a
+    /// careless receiver or proxy does in an error.
+    pub(crate) echo_headers: bool,
 }
 
 impl Reply {
     pub(crate) fn status(status: u16) -> Reply {
-        Reply { status, headers: Vec::new(), body: String::new(), delay: Duration::ZERO }
+        Reply { status, headers: Vec::new(), body: String::new(), delay: Duration::ZERO, echo_headers: false }
     }
 
     pub(crate) fn with_body(mut self, body: &str) -> Reply {
@@ -189,6 +224,11 @@ impl Reply {
 
     pub(crate) fn with_header(mut self, name: &str, value: &str) -> Reply {
         self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub(crate) fn echoing_headers(mut self) -> Reply {
+        self.echo_headers = true;
         self
     }
 
@@ -279,12 +319,16 @@ fn serve_connection(stream: TcpStream, log: &Mutex<Vec<Received>>, replies: &[Re
         if reader.read_exact(&mut body).is_err() {
             return;
         }
-        let reply = {
+        let echoed: String = headers.iter().map(|(name, value)| format!("{name}: {value}\n")).collect();
+        let mut reply = {
             let mut log = log.lock().unwrap();
             log.push(Received { method, path, headers, body, at: Instant::now() });
             let index = log.len() - 1;
             replies[if cycling { index % replies.len() } else { index.min(replies.len() - 1) }].clone()
         };
+        if reply.echo_headers {
+            reply.body.insert_str(0, &echoed);
+        }
         std::thread::sleep(reply.delay);
         let mut response = format!("HTTP/1.1 {} Scripted\r\nContent-Length: {}\r\n", reply.status, reply.body.len());
         for (name, value) in &reply.headers {
