@@ -1,5 +1,6 @@
 //! `check`: what `run` needs, tried without running. The config has been validated by the time
-//! this runs; here the database is opened read-only (within `source.timeout`) and explained,
+//! this runs; here the database (a file or a server) is opened read-only (within `source.timeout`)
+//! and explained,
 //! `state_dir` is tried for writing (the agent's lock and the remote-write queues live there), and with
 //! `--targets` every push target is asked for an answer. Nothing is sent but those probes, and
 //! nothing is left behind.
@@ -15,7 +16,8 @@ use crate::common::instance_lock;
 use crate::common::redact::shown_url;
 use crate::config::Config;
 use crate::http::Failure;
-use crate::{pushgateway, remote_write, source};
+use crate::source::Source;
+use crate::{pushgateway, remote_write};
 
 /// What `check` found: its report, and each thing that would stop `run` from working.
 #[derive(Debug, Default)]
@@ -27,11 +29,7 @@ pub struct CheckReport {
 /// Checks the database, `state_dir` and, with `targets`, every push target.
 pub async fn check(config: &Config, targets: bool) -> CheckReport {
     let mut report = CheckReport::default();
-    let source_config = config.source.clone();
-    let what = format!("checking {} (source.database)", source_config.database.display());
-    let database = Watchdog::default()
-        .run(&what, (config.source.timeout, "source.timeout"), move |cancel| source::check(&source_config, cancel))
-        .await;
+    let database = Source::new(&config.source).check(&Watchdog::default()).await;
     match database {
         Ok(text) => report.text.push_str(&text),
         Err(error) => report.failures.push(format!("{error:#}")),

@@ -392,7 +392,7 @@ mod never_panics;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::config::Tables;
+    use crate::source::config::{Database, Tables};
     use chrono_tz::Tz;
 
     fn parse_in(dir: &Path, text: &str) -> Result<Config, ConfigError> {
@@ -421,7 +421,7 @@ mod tests {
         assert!(config.metric.zero_fill);
         assert_eq!(config.source.tables, Tables::default());
         assert_eq!(config.scrape_listen, Some("127.0.0.1:9184".parse().unwrap()));
-        assert_eq!(config.source.database, dir.path().join("app.sqlite3"));
+        assert!(matches!(&config.source.database, Database::Sqlite(path) if *path == dir.path().join("app.sqlite3")));
     }
 
     #[test]
@@ -436,7 +436,7 @@ mod tests {
             error.problems,
             ["line 3: source.windw: unknown key: did you mean `window`? (expected one of `database`, `window`, \
               `timezone`, `busy_timeout`, `timeout`, `rows_per_read`, `api_table`, `status_table`, \
-              `transaction_table`)"]
+              `transaction_table`, `password_file`, `sslmode`, `sslrootcert`)"]
         );
     }
 

@@ -15,6 +15,7 @@ use tracing::{info, warn};
 use crate::common::django_time::django_timestamp;
 use crate::common::random::SplitMix64;
 use crate::config;
+use crate::source::config::Database;
 use crate::populate::{self, Population};
 
 /// The sample database `demo` creates beside the config file and writes to.
@@ -29,14 +30,17 @@ pub async fn run(config_path: &Path, shutdown: impl Future<Output = ()>) -> anyh
         populate::create(&database, &Population::new(20_000, 4, 1), false, true)?;
     }
     let config = config::load(config_path)?;
-    let same_file = std::fs::canonicalize(&config.source.database).ok() == std::fs::canonicalize(&database).ok();
+    let same_file = match &config.source.database {
+        Database::Sqlite(path) => std::fs::canonicalize(path).ok() == std::fs::canonicalize(&database).ok(),
+        Database::Postgres(_) => false,
+    };
     if !same_file {
         bail!(
             "demo writes sample transactions into {}, but source.database in {} is {}: \
              run demo with a config whose source.database is {DEMO_DATABASE:?}",
             database.display(),
             config_path.display(),
-            config.source.database.display()
+            config.source.database.shown()
         );
     }
     if let Some(listen) = config.scrape_listen {

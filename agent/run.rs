@@ -27,6 +27,7 @@ use crate::remote_write::sender::{self, record_bound_drops};
 use crate::remote_write::{Enqueued, RemoteWriteTarget};
 use crate::scrape::{self, ReloadRequest};
 use crate::snapshot::Snapshot;
+use crate::source::Source;
 use crate::telemetry::{DropReason, TargetKind, Telemetry};
 use crate::ticker;
 
@@ -63,7 +64,9 @@ struct Agent {
     stop: CancellationToken,
     /// The scrape endpoint and the SIGHUP listener.
     tasks: TaskTracker,
-    /// Bounds each tick's read, and keeps at most one stuck read.
+    /// The database, as the config in force names it; a reload makes it anew.
+    source: Source,
+    /// Bounds each tick's read of a SQLite file, and keeps at most one stuck read.
     watchdog: Watchdog,
     /// Bounds reading the config at a reload (a hung file system must not hold the loop).
     reload_watchdog: Watchdog,
@@ -102,7 +105,7 @@ impl Agent {
         let outlets = Outlets::start(&config, &telemetry, &stop)?;
         let (tick_sender, ticks) = mpsc::channel(1);
         let ticker = Ticker::start(&config, config.run_on_start, tick_sender.clone(), &stop);
-        info!(config = %config.path.display(), database = %config.source.database.display(), schedule = %config.schedule, "agent started");
+        info!(config = %config.path.display(), database = %config.source.database.shown(), schedule = %config.schedule, "agent started");
         let agent = Agent {
             config: config_sender,
             telemetry,
@@ -113,6 +116,7 @@ impl Agent {
             reloads,
             stop,
             tasks,
+            source: Source::new(&config.source),
             watchdog: Watchdog::default(),
             reload_watchdog: Watchdog::default(),
             started_at: Utc::now(),
@@ -159,7 +163,7 @@ impl Agent {
     /// good snapshot in place.
     async fn tick(&self) {
         let config = self.config();
-        match take_snapshot(&config, &self.telemetry, &self.watchdog).await {
+        match take_snapshot(&config, &self.source, &self.telemetry, &self.watchdog).await {
             Ok(rendered) => {
                 self.watch_for_staleness(&config);
                 self.outlets.publish(rendered, &self.telemetry).await;
@@ -218,6 +222,8 @@ impl Agent {
             let ticker = Ticker::start(&new, false, self.tick_sender.clone(), &self.stop);
             std::mem::replace(&mut self.ticker, ticker).stop(Instant::now() + SHUTDOWN_GRACE).await;
         }
+        // A server's connection is made again with the new settings at the next tick.
+        self.source = Source::new(&new.source);
         self.watch_for_staleness(&new);
         self.telemetry.record_reload(true, Utc::now());
         info!(config = %new.path.display(), n_pushgateways = new.pushgateways.len(), n_remote_writes = new.remote_writes.len(), "reloaded the config");
@@ -359,24 +365,18 @@ impl Outlets {
     }
 }
 
-/// Reads the database off the runtime within `source.timeout`, renders the snapshot and records
-/// the result. The caller reports a failure.
+/// Reads the database within `source.timeout`, renders the snapshot and records the result. The
+/// caller reports a failure.
 async fn take_snapshot(
     config: &Arc<Config>,
+    source: &Source,
     telemetry: &Telemetry,
     watchdog: &Watchdog,
 ) -> anyhow::Result<Arc<Rendered>> {
     let started = Instant::now();
     let now = Utc::now();
-    let result = {
-        let config = config.clone();
-        let what = format!("reading {} (source.database)", config.source.database.display());
-        watchdog
-            .run(&what, (config.source.timeout, "source.timeout"), move |cancel| {
-                Snapshot::take_unless_cancelled(&config.source, config.metric.zero_fill, now, cancel)
-            })
-            .await
-    };
+    let result =
+        source.read_window(now, watchdog).await.map(|read| Snapshot::from_read(&read, config.metric.zero_fill, now));
     let duration = started.elapsed();
     match result {
         Ok(snapshot) => {
@@ -478,7 +478,7 @@ pub async fn once(config: Config, dry_run: bool) -> anyhow::Result<Option<String
     let config = Arc::new(config);
     let telemetry = Arc::new(Telemetry::default());
     telemetry.set_targets(target_names(&config));
-    let rendered = take_snapshot(&config, &telemetry, &Watchdog::default()).await?;
+    let rendered = take_snapshot(&config, &Source::new(&config.source), &telemetry, &Watchdog::default()).await?;
     if dry_run {
         return Ok(Some(rendered.body.clone()));
     }

@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use rustc_hash::FxHashMap;
 
 use crate::common::deadline::Cancel;
-use crate::source::config::SourceConfig;
-use crate::source::{self, RawCounts};
+use crate::source::config::{Database, SourceConfig};
+use crate::source::{self, RawCounts, WindowRead};
 
 /// One series of the gauge family.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,21 +42,19 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// One tick: reads the window ending at `now` and aggregates it. Blocking; call it off the
-    /// runtime.
+    /// One tick of a SQLite source: reads the window ending at `now` and aggregates it.
+    /// Blocking; call it off the runtime. (The run loop reads any source through `Source`.)
     pub fn take(source: &SourceConfig, zero_fill: bool, now: DateTime<Utc>) -> anyhow::Result<Snapshot> {
-        Snapshot::take_unless_cancelled(source, zero_fill, now, &Cancel::default())
+        let Database::Sqlite(path) = &source.database else {
+            anyhow::bail!("Snapshot::take reads a SQLite file; source.database names a server");
+        };
+        let read = source::sqlite::read_window(path, source, now, &Cancel::default())?;
+        Ok(Snapshot::from_read(&read, zero_fill, now))
     }
 
-    /// `take`, stopping with an error once `cancel` is set.
-    pub(crate) fn take_unless_cancelled(
-        source: &SourceConfig,
-        zero_fill: bool,
-        now: DateTime<Utc>,
-        cancel: &Cancel,
-    ) -> anyhow::Result<Snapshot> {
-        let read = source::read_window(source, now, cancel)?;
-        Ok(Snapshot::from_counts(&read.counts, zero_fill, now, read.window_start, read.duration))
+    /// The snapshot of a tick's read of the window ending at `now`.
+    pub(crate) fn from_read(read: &WindowRead, zero_fill: bool, now: DateTime<Utc>) -> Snapshot {
+        Snapshot::from_counts(&read.counts, zero_fill, now, read.window_start, read.duration)
     }
 
     /// Merges counts by id into counts by name, as Django's `GROUP BY api.name, status.name` does.

@@ -1,20 +1,35 @@
 //! Timestamps as Django's SQLite backend writes and binds them: `YYYY-MM-DD HH:MM:SS[.ffffff]`
 //! text in the app's time zone. Counting Django's way means comparing this text, not parsing it.
 
-use chrono::{DateTime, Utc};
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
 use chrono_tz::Tz;
 
 /// The text Django's SQLite backend would bind for `instant` seen in `timezone`:
 /// `YYYY-MM-DD HH:MM:SS[.ffffff]`, the fraction left out when it is zero. Comparing stored text
 /// against it is exactly what `filter(time_modified__gte=...)` does.
 pub fn django_timestamp(instant: DateTime<Utc>, timezone: Tz) -> String {
-    let local = instant.with_timezone(&timezone).naive_local();
+    django_text(instant.with_timezone(&timezone).naive_local())
+}
+
+/// A naive wall-clock time as Django's SQLite backend binds it (see `django_timestamp`).
+pub(crate) fn django_text(local: NaiveDateTime) -> String {
     let micros = local.and_utc().timestamp_subsec_micros();
     if micros == 0 {
         local.format("%Y-%m-%d %H:%M:%S").to_string()
     } else {
         format!("{}.{micros:06}", local.format("%Y-%m-%d %H:%M:%S"))
     }
+}
+
+/// The wall-clock time in `timezone` that is `window` before `now` by the clock, as Django's
+/// `timezone.now() - timedelta(hours=24)` computes it. With `USE_TZ = True` the zone is UTC and
+/// this is the instant `window` ago; with a local zone it is naive arithmetic, which on the day
+/// the clocks change is an hour off the instant 24 hours ago, as Django's own filter is.
+pub(crate) fn local_clock_minus(now: DateTime<Utc>, window: Duration, timezone: Tz) -> NaiveDateTime {
+    let local = now.with_timezone(&timezone).naive_local();
+    chrono::Duration::from_std(window).ok().and_then(|window| local.checked_sub_signed(window)).unwrap_or(NaiveDateTime::MIN)
 }
 
 /// Whether `text` is a timestamp as Django stores it: `YYYY-MM-DD HH:MM:SS` with an optional

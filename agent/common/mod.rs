@@ -2,6 +2,7 @@
 //! own. Django's timestamp text, the config's problem list, value parsers and ranges, reading its
 //! TOML past mistakes, secrets that never print, and a small random generator.
 
+pub(crate) mod backoff;
 pub(crate) mod deadline;
 pub(crate) mod deserialize;
 pub mod django_time;

@@ -7,13 +7,17 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::path::Path;
 use std::sync::RwLock;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use reqwest::Url;
+use toml::Spanned;
 
 use super::escape::{escape_controls, html_escaped, json_escaped, percent_encoded};
+use super::files::{read_regular_text, readable_by_everyone};
+use super::problems::Problems;
 
 /// What replaces a secret.
 pub(crate) const REDACTED: &str = "<redacted>";
@@ -101,6 +105,53 @@ pub fn redact(text: &str) -> Cow<'_, str> {
         }
     }
     text
+}
+
+/// A warning for a secret too short to be searched for in what the agent shows.
+pub(crate) fn warn_if_weak(problems: &mut Problems<'_>, key: &str, secret: &Secret) {
+    if secret.is_weak() {
+        problems.warn(
+            key,
+            format_args!(
+                "the secret is shorter than {SHORTEST_SEARCHED} characters: too weak to be searched for and redacted \
+                 in free text (a receiver's answer that quotes it would show it); the agent never prints it \
+                 itself. Use a longer one"
+            ),
+        );
+    }
+}
+
+/// A warning for a file holding a secret that every user on the machine may read.
+pub(crate) fn warn_if_readable_by_everyone(problems: &mut Problems<'_>, key: &str, path: &Path) {
+    if let Some(mode) = readable_by_everyone(path) {
+        problems.warn(
+            key,
+            format_args!(
+                "{} holds a secret and every user on this machine may read it (mode {mode:04o}): `chmod o-r` it, \
+                 as ssh asks of a private key",
+                path.display()
+            ),
+        );
+    }
+}
+
+/// The secret in the file at `path` (named at `file` in the config, under `key`), its trailing
+/// line breaks left out; a problem if it cannot be read or is empty, a warning if every user may
+/// read it or it is weak.
+pub(crate) fn read_secret<T>(problems: &mut Problems<'_>, key: &str, file: &Spanned<T>, path: &Path) -> Option<Secret> {
+    let path = path.to_owned();
+    warn_if_readable_by_everyone(problems, key, &path);
+    match read_regular_text(&path) {
+        Ok(text) if text.trim_end_matches(['\r', '\n']).is_empty() => {
+            problems.at(file, key, format_args!("{} is empty", path.display()));
+            None
+        }
+        Ok(text) => Some(Secret::new(text.trim_end_matches(['\r', '\n']).to_owned())),
+        Err(error) => {
+            problems.at(file, key, format_args!("cannot read {}: {error}", path.display()));
+            None
+        }
+    }
 }
 
 /// Request headers whose values carry no secret, and so are shown (a tenant's name, what the

@@ -28,6 +28,9 @@ const KEYS: &[(&str, &str)] = &[
     ("source", "api_table"),
     ("source", "status_table"),
     ("source", "transaction_table"),
+    ("source", "password_file"),
+    ("source", "sslmode"),
+    ("source", "sslrootcert"),
     ("schedule", "interval"),
     ("schedule", "cron"),
     ("schedule", "run_on_start"),
@@ -128,6 +131,11 @@ const VALUES: &[&str] = &[
     "\"post\"",
     "\"api_transactions\"",
     "\"app.sqlite3\"",
+    "\"postgres://agent@127.0.0.1:1/app\"",
+    "\"postgresql://u:hunter2@[::1/app?sslmode=verify-full&sslrootcert=/dev/null\"",
+    "\"postgres://@/?options=-c%20x\"",
+    "\"verify-full\"",
+    "\"require\"",
     "\"/dev/null\"",
     "\".\"",
     "\"..\"",
@@ -359,6 +367,9 @@ fn use_as_the_agent_would(
             &[],
         );
         crate::remote_write::request::encode(&series.series);
+    }
+    if let crate::source::config::Database::Postgres(server) = &config.source.database {
+        let _ = crate::source::tls::client_config(server.sslmode, server.root_certificates.as_deref());
     }
     let _entered = runtime.enter();
     let targets = config.pushgateways.iter().map(|target| (&target.http, target.timeout, &target.group_url));

@@ -10,10 +10,11 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::common::escape::percent_decoded;
-use crate::common::files::{read_regular_file, read_regular_text, readable_by_everyone};
+use crate::common::files::read_regular_file;
 use crate::common::problems::Problems;
 use crate::common::redact::{
-    SHORTEST_SEARCHED, Secret, header_may_show, remember, remember_basic_auth, shown_url, without_credentials,
+    Secret, header_may_show, read_secret, remember, remember_basic_auth, shown_url, warn_if_readable_by_everyone,
+    warn_if_weak, without_credentials,
 };
 
 /// Words in a header's name that say its value is a credential: a weak one gets a warning.
@@ -149,7 +150,7 @@ impl RawHttp<'_> {
             }
             (None, Some(file)) => {
                 let file_key = format!("{key}.bearer_token_file");
-                let token = read_secret(problems, &file_key, file, base);
+                let token = read_secret(problems, &file_key, file, &base.join(file.get_ref()));
                 if let Some(token) = &token {
                     warn_if_weak(problems, &file_key, token);
                 }
@@ -208,20 +209,6 @@ fn remember_proxy_credentials(problems: &mut Problems<'_>, key: &str, url: &Url)
     remember_basic_auth(&username, &decoded_password);
 }
 
-/// A warning for a secret too short to be searched for in what the agent shows.
-fn warn_if_weak(problems: &mut Problems<'_>, key: &str, secret: &Secret) {
-    if secret.is_weak() {
-        problems.warn(
-            key,
-            format_args!(
-                "the secret is shorter than {SHORTEST_SEARCHED} characters: too weak to be searched for and redacted \
-                 in free text (a receiver's answer that quotes it would show it); the agent never prints it \
-                 itself. Use a longer one"
-            ),
-        );
-    }
-}
-
 /// `token`, if "Bearer <token>" can be an HTTP header's value; else a problem at `place`, which
 /// names the key and never shows the token.
 fn usable_in_a_header<T>(
@@ -252,7 +239,7 @@ fn basic_auth(problems: &mut Problems<'_>, key: &str, spanned: &Spanned<RawBasic
         (Some(password), None) => Some(Secret::new(password.clone())),
         (None, Some(file)) => {
             let file = Spanned::new(spanned.span(), file.clone());
-            read_secret(problems, &format!("{key}.basic_auth.password_file"), &file, base)
+            read_secret(problems, &format!("{key}.basic_auth.password_file"), &file, &base.join(file.get_ref()))
         }
         (None, None) => {
             problems.missing_in(spanned, &format!("{key}.basic_auth"), "needs password or password_file");
@@ -323,35 +310,6 @@ fn check<T>(problems: &mut Problems<'_>, span: &Spanned<RawTls>, key: &str, pars
     parsed.map_err(|error| problems.at(span, key, format_args!("is not usable PEM: {error}"))).is_ok()
 }
 
-/// A warning for a file holding a secret that every user on the machine may read.
-fn warn_if_readable_by_everyone(problems: &mut Problems<'_>, key: &str, path: &Path) {
-    if let Some(mode) = readable_by_everyone(path) {
-        problems.warn(
-            key,
-            format_args!(
-                "{} holds a secret and every user on this machine may read it (mode {mode:04o}): `chmod o-r` it, \
-                 as ssh asks of a private key",
-                path.display()
-            ),
-        );
-    }
-}
-
-fn read_secret(problems: &mut Problems<'_>, key: &str, file: &Spanned<String>, base: &Path) -> Option<Secret> {
-    let path = base.join(file.get_ref());
-    warn_if_readable_by_everyone(problems, key, &path);
-    match read_regular_text(&path) {
-        Ok(text) if text.trim_end_matches(['\r', '\n']).is_empty() => {
-            problems.at(file, key, format_args!("{} is empty", path.display()));
-            None
-        }
-        Ok(text) => Some(Secret::new(text.trim_end_matches(['\r', '\n']).to_owned())),
-        Err(error) => {
-            problems.at(file, key, format_args!("cannot read {}: {error}", path.display()));
-            None
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {

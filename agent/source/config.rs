@@ -1,5 +1,5 @@
-//! The `[source]` table: which Django database to read, how far back, in which time zone, and
-//! under which table names.
+//! The `[source]` table: which Django database to read (a SQLite file, or a PostgreSQL server by
+//! URL), how far back, in which time zone, and under which table names.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,13 +9,16 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::database_file::refuse_what_is_no_readable_file;
+use crate::common::escape::percent_decoded;
+use crate::common::files::read_regular_file;
 use crate::common::problems::{DurationText, Problems, checked_duration, count, duration};
+use crate::common::redact::{Secret, credentials_out_of_urls, read_secret, warn_if_weak, without_credentials};
 use crate::common::ranges::{SOURCE_BUSY_TIMEOUT, SOURCE_ROWS_PER_READ, SOURCE_TIMEOUT, SOURCE_WINDOW};
 
 /// A checked `[source]` table.
 #[derive(Debug, Clone)]
 pub struct SourceConfig {
-    pub database: PathBuf,
+    pub database: Database,
     pub window: Duration,
     pub timezone: Tz,
     pub busy_timeout: Duration,
@@ -24,6 +27,65 @@ pub struct SourceConfig {
     /// The most rows one read transaction takes; a tick makes as many reads as the window needs.
     pub rows_per_read: u64,
     pub tables: Tables,
+}
+
+/// Which database the app keeps its tables in.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// The app's SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL server.
+    Postgres(Box<ServerConfig>),
+}
+
+impl Database {
+    /// How messages name it: the file's path, or the server's URL without its password.
+    pub fn shown(&self) -> String {
+        match self {
+            Database::Sqlite(path) => path.display().to_string(),
+            Database::Postgres(server) => server.shown.clone(),
+        }
+    }
+}
+
+/// A database server to read from, as `source.database` (a URL), `password_file`, `sslmode`
+/// and `sslrootcert` say.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Host, port, user, database and password (its `Debug` hides the password).
+    pub(crate) connect: tokio_postgres::Config,
+    /// The URL without its password, for messages: `postgres://agent@db.internal:5432/app`.
+    pub(crate) shown: String,
+    pub(crate) sslmode: SslMode,
+    /// PEM certificates of the CAs to trust for `verify-full`; `None`: the system's.
+    pub(crate) root_certificates: Option<Vec<u8>>,
+}
+
+/// How the connection to a database server is protected, as libpq's `sslmode` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// Plain TCP.
+    Disable,
+    /// TLS if the server offers it, unverified; else plain (libpq's default).
+    Prefer,
+    /// TLS always, unverified: private from onlookers, not from a server in the middle.
+    Require,
+    /// TLS always, the server's certificate checked against the CAs and its name against the host.
+    VerifyFull,
+}
+
+impl SslMode {
+    const CHOICES: &str = "\"disable\", \"prefer\", \"require\" or \"verify-full\"";
+
+    fn parse(text: &str) -> Option<SslMode> {
+        match text {
+            "disable" => Some(SslMode::Disable),
+            "prefer" => Some(SslMode::Prefer),
+            "require" => Some(SslMode::Require),
+            "verify-full" => Some(SslMode::VerifyFull),
+            _ => None,
+        }
+    }
 }
 
 /// The names of the Django tables the agent reads.
@@ -48,7 +110,8 @@ impl Default for Tables {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawSource {
-    /// The Django SQLite file, relative to the config file; must exist.
+    /// The Django SQLite file, relative to the config file (must exist), or a server's URL:
+    /// `postgres://user@host:5432/dbname`.
     database: Option<Spanned<String>>,
     /// How far back a transaction's `time_modified` may lie to be counted.
     window: Option<Spanned<DurationText>>,
@@ -69,6 +132,56 @@ pub(crate) struct RawSource {
     /// The Transaction model's table.
     #[serde(default = "default_transaction_table")]
     transaction_table: String,
+    /// A file holding the server's password (a trailing newline is ignored); PostgreSQL only.
+    password_file: Option<Spanned<String>>,
+    /// TLS to the server: "disable", "prefer" (the default), "require" or "verify-full".
+    sslmode: Option<Spanned<String>>,
+    /// PEM certificates of the CAs that sign the server's certificate, for "verify-full".
+    sslrootcert: Option<Spanned<String>>,
+}
+
+/// Whether `source.database` names a server rather than a SQLite file.
+fn is_server_url(text: &str) -> bool {
+    ["postgres://", "postgresql://"].iter().any(|scheme| text.starts_with(scheme))
+}
+
+/// `url` without its `sslmode` and `sslrootcert` query parameters (tokio-postgres knows neither
+/// "verify-full" nor root certificates), and their values.
+fn take_tls_parameters(url: &str) -> (String, Option<String>, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else { return (url.to_owned(), None, None) };
+    let (mut sslmode, mut root, mut kept) = (None, None, Vec::new());
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("sslmode", value)) => sslmode = Some(percent_decoded(value)),
+            Some(("sslrootcert", value)) => root = Some(percent_decoded(value)),
+            _ => kept.push(pair),
+        }
+    }
+    let rest = if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) };
+    (rest, sslmode, root)
+}
+
+/// `postgres://user@host:port/dbname`, for messages: never the password.
+fn shown_server(connect: &tokio_postgres::Config) -> String {
+    let hosts: Vec<String> = connect
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(index, host)| {
+            let name = match host {
+                tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            };
+            let port = connect.get_ports().get(index).or(connect.get_ports().first()).copied().unwrap_or(5432);
+            if name.contains(':') { format!("[{name}]:{port}") } else { format!("{name}:{port}") }
+        })
+        .collect();
+    format!(
+        "postgres://{}@{}/{}",
+        connect.get_user().unwrap_or_default(),
+        hosts.join(","),
+        connect.get_dbname().unwrap_or_default()
+    )
 }
 
 fn default_api_table() -> String {
@@ -88,10 +201,18 @@ impl RawSource {
     pub(crate) fn validate(self, problems: &mut Problems<'_>, base: &Path) -> SourceConfig {
         let database = match &self.database {
             None => {
-                problems.missing("source.database", "missing: name the Django app's SQLite file");
-                PathBuf::new()
+                problems.missing(
+                    "source.database",
+                    "missing: name the Django app's SQLite file, or its PostgreSQL server by URL",
+                );
+                Database::Sqlite(PathBuf::new())
+            }
+            Some(url) if is_server_url(url.get_ref()) => {
+                self.refuse_sqlite_keys(problems);
+                Database::Postgres(Box::new(self.server(problems, url, base)))
             }
             Some(database) => {
+                self.refuse_server_keys(problems);
                 let resolved = base.join(database.get_ref());
                 if !resolved.exists() {
                     problems.at(
@@ -105,7 +226,7 @@ impl RawSource {
                 } else if let Err(error) = refuse_what_is_no_readable_file(&resolved) {
                     problems.at(database, "source.database", error);
                 }
-                resolved
+                Database::Sqlite(resolved)
             }
         };
         let window = duration(problems, self.window.as_ref(), "source.window", &SOURCE_WINDOW);
@@ -140,6 +261,115 @@ impl RawSource {
             busy_timeout: busy_timeout.unwrap_or_else(|| SOURCE_BUSY_TIMEOUT.default_or_min()),
             timeout: timeout.unwrap_or_else(|| SOURCE_TIMEOUT.default_or_min()),
             tables: Tables { api: self.api_table, status: self.status_table, transaction: self.transaction_table },
+        }
+    }
+
+    /// The server `url` names, with `password_file`, `sslmode` and `sslrootcert` (which the URL
+    /// may also carry, as libpq's do).
+    fn server(&self, problems: &mut Problems<'_>, url: &Spanned<String>, base: &Path) -> ServerConfig {
+        let shown_url = without_credentials(url.get_ref());
+        let (rest, url_sslmode, url_root) = take_tls_parameters(url.get_ref());
+        let mut connect = match rest.parse::<tokio_postgres::Config>() {
+            Ok(connect) => connect,
+            Err(error) => {
+                problems.at(
+                    url,
+                    "source.database",
+                    format_args!(
+                        "{shown_url:?} is not a PostgreSQL URL ({}), e.g. \"postgres://agent@db.internal:5432/app\"",
+                        credentials_out_of_urls(&error.to_string())
+                    ),
+                );
+                tokio_postgres::Config::new()
+            }
+        };
+        if connect.get_hosts().is_empty() {
+            connect.host("localhost");
+        }
+        if connect.get_user().is_none() {
+            problems.at(url, "source.database", "names no user: write it in the URL, postgres://USER@host/dbname");
+        }
+        if connect.get_dbname().is_none() {
+            problems.at(url, "source.database", "names no database: end the URL with /DBNAME");
+        }
+        if let Some(password) = connect.get_password() {
+            let password = Secret::new(String::from_utf8_lossy(password).into_owned());
+            warn_if_weak(problems, "source.database", &password);
+            if let Some(file) = &self.password_file {
+                problems.at(file, "source.password_file", "the URL holds a password already: keep one of the two");
+            }
+        } else if let Some(file) = &self.password_file
+            && let Some(password) = read_secret(problems, "source.password_file", file, &base.join(file.get_ref()))
+        {
+            warn_if_weak(problems, "source.password_file", &password);
+            connect.password(password.expose());
+        }
+        let sslmode = match (&self.sslmode, url_sslmode) {
+            (Some(key), Some(_)) => {
+                problems.at(key, "source.sslmode", "the URL sets sslmode already: keep one of the two");
+                SslMode::Prefer
+            }
+            (Some(key), None) => SslMode::parse(key.get_ref()).unwrap_or_else(|| {
+                problems.at(key, "source.sslmode", format_args!("{:?} is not {}", key.get_ref(), SslMode::CHOICES));
+                SslMode::Prefer
+            }),
+            (None, Some(text)) => SslMode::parse(&text).unwrap_or_else(|| {
+                problems.at(url, "source.database", format_args!("sslmode={text:?} is not {}", SslMode::CHOICES));
+                SslMode::Prefer
+            }),
+            (None, None) => SslMode::Prefer,
+        };
+        let root_file = match (&self.sslrootcert, url_root) {
+            (Some(key), Some(_)) => {
+                problems.at(key, "source.sslrootcert", "the URL sets sslrootcert already: keep one of the two");
+                None
+            }
+            (Some(key), None) => Some((key.get_ref().clone(), "source.sslrootcert")),
+            (None, Some(file)) => Some((file, "source.database")),
+            (None, None) => None,
+        };
+        let root_certificates = root_file.and_then(|(file, key)| {
+            let path = base.join(&file);
+            let span = self.sslrootcert.as_ref().map_or(url.span(), |key| key.span());
+            let place = Spanned::new(span, ());
+            let pem = read_regular_file(&path)
+                .map_err(|error| problems.at(&place, key, format_args!("cannot read {}: {error}", path.display())))
+                .ok()?;
+            if crate::source::tls::root_store(&pem).is_err() {
+                problems.at(&place, key, format_args!("{} holds no PEM certificate", path.display()));
+                return None;
+            }
+            if sslmode != SslMode::VerifyFull {
+                problems.at(&place, key, "is used only with sslmode = \"verify-full\": set that too");
+            }
+            Some(pem)
+        });
+        let shown = shown_server(&connect);
+        ServerConfig { connect, shown, sslmode, root_certificates }
+    }
+
+    /// Keys only SQLite has are refused with a server: its readers never wait on the app's
+    /// writers, so a read needs neither a lock wait nor short transactions.
+    fn refuse_sqlite_keys(&self, problems: &mut Problems<'_>) {
+        if let Some(value) = &self.busy_timeout {
+            problems.at(value, "source.busy_timeout", "is SQLite's; source.database names a server: leave it out");
+        }
+        if let Some(value) = &self.rows_per_read {
+            problems.at(value, "source.rows_per_read", "is SQLite's; source.database names a server: leave it out");
+        }
+    }
+
+    /// Keys only a server has are refused with a SQLite file.
+    fn refuse_server_keys(&self, problems: &mut Problems<'_>) {
+        let keys = [("password_file", &self.password_file), ("sslmode", &self.sslmode), ("sslrootcert", &self.sslrootcert)];
+        for (key, value) in keys {
+            if let Some(value) = value {
+                problems.at(
+                    value,
+                    &format!("source.{key}"),
+                    "is for a database server; source.database names a SQLite file",
+                );
+            }
         }
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use apimetrics_agent::populate::WINDOW_INDEX;
 use apimetrics_agent::snapshot::Snapshot;
-use apimetrics_agent::source::config::{SourceConfig, Tables};
+use apimetrics_agent::source::config::{Database, SourceConfig, Tables};
 use chrono::Utc;
 use chrono_tz::Tz;
 
@@ -16,7 +16,7 @@ use crate::support::*;
 
 fn source(site: &Site, rows_per_read: u64) -> SourceConfig {
     SourceConfig {
-        database: site.database(),
+        database: Database::Sqlite(site.database()),
         window: Duration::from_secs(24 * 3600),
         timezone: Tz::UTC,
         busy_timeout: Duration::from_secs(5),

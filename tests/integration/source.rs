@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use apimetrics_agent::common::django_time::django_timestamp;
 use apimetrics_agent::snapshot::Snapshot;
-use apimetrics_agent::source::config::{SourceConfig, Tables};
+use apimetrics_agent::source::config::{Database, SourceConfig, Tables};
 use chrono::{TimeZone, Utc};
 use chrono_tz::Tz;
 
@@ -12,7 +12,7 @@ use crate::support::*;
 
 fn source(site: &Site, timezone: Tz) -> SourceConfig {
     SourceConfig {
-        database: site.database(),
+        database: Database::Sqlite(site.database()),
         window: Duration::from_secs(24 * 3600),
         timezone,
         busy_timeout: Duration::from_secs(1),

@@ -1,0 +1,519 @@
+//! The PostgreSQL backend: one connection, kept between ticks and made again (with backoff)
+//! when the server restarts or fails over; each tick one read-only, repeatable-read transaction
+//! of three queries: the window's counts grouped by (api_id, status_id) on the server, and the
+//! two name tables. The server stops a statement past `source.timeout` (`statement_timeout`),
+//! and the agent cancels one that its own deadline outlives.
+//!
+//! Django binds `time_modified__gte` with the app server's clock minus 24 hours: an instant for
+//! `timestamp with time zone` (`USE_TZ = True`), a naive wall-clock time in `TIME_ZONE` for
+//! `timestamp without time zone` (`USE_TZ = False`). The column's type says which; the agent
+//! binds the same.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, IsolationLevel};
+use tokio_postgres_rustls::MakeRustlsConnect;
+use tracing::{debug, info, warn};
+
+use super::config::{ServerConfig, SourceConfig, SslMode, Tables};
+use super::read::RawCounts;
+use super::{FUTURE_AFTER, REQUIRED_COLUMNS, WindowRead, table_name, tls};
+use crate::common::backoff::Backoff;
+use crate::common::django_time::local_clock_minus;
+
+/// The longest a connection attempt may take, whatever `source.timeout` allows.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest a statement waits for a table lock (a migration's `ALTER TABLE`), so that the
+/// agent, queued behind it, never makes the app's queries queue behind the agent.
+const LOCK_TIMEOUT: Duration = Duration::from_secs(2);
+/// Waits between failed connection attempts: 1 s doubling to 60 s, with jitter.
+const RECONNECT_FIRST: Duration = Duration::from_secs(1);
+const RECONNECT_CAP: Duration = Duration::from_secs(60);
+
+/// One piece of work on the connection.
+type Work<'a, T> = Pin<Box<dyn Future<Output = anyhow::Result<T>> + Send + 'a>>;
+
+/// A PostgreSQL `[source]`, with its connection.
+pub(crate) struct PostgresSource {
+    config: SourceConfig,
+    server: ServerConfig,
+    state: Mutex<State>,
+}
+
+/// The connection, if there is one, and when the next attempt to make one may start.
+struct State {
+    connection: Option<Connection>,
+    backoff: Backoff,
+    /// After a failed attempt: no new one before this, and why the last one failed.
+    waiting: Option<(Instant, String)>,
+}
+
+/// An open connection and what was learnt about the tables on it.
+struct Connection {
+    client: Client,
+    /// Drives the connection's socket; ends when the connection does.
+    task: JoinHandle<()>,
+    /// How `time_modified` is stored, which decides how the window's start is bound.
+    time_column: TimeColumn,
+    /// The server's version, for `check`.
+    version: String,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The type Django gave `time_modified`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimeColumn {
+    /// `timestamp with time zone` (`USE_TZ = True`): instants.
+    WithTimeZone,
+    /// `timestamp without time zone` (`USE_TZ = False`): wall-clock times in `source.timezone`.
+    WithoutTimeZone,
+}
+
+impl PostgresSource {
+    pub(crate) fn new(config: SourceConfig, server: ServerConfig) -> PostgresSource {
+        let state = State { connection: None, backoff: Backoff::new(RECONNECT_FIRST, RECONNECT_CAP), waiting: None };
+        PostgresSource { config, server, state: Mutex::new(state) }
+    }
+
+    /// The window ending at `now`, within `source.timeout`.
+    pub(crate) async fn read_window(&self, now: DateTime<Utc>) -> anyhow::Result<WindowRead> {
+        let started = Instant::now();
+        // Django's datetimes have microseconds.
+        let now = now.trunc_subsecs(6);
+        let mut state = self.state.lock().await;
+        let counts = self.bounded(&mut state, |source, connection| Box::pin(source.count(connection, now))).await?;
+        Ok(WindowRead { counts, window_start: now - self.config.window, duration: started.elapsed() })
+    }
+
+    /// `check`'s report: the server, its version, the tables, and the plan of the window's query.
+    pub(crate) async fn check(&self) -> anyhow::Result<String> {
+        let mut state = self.state.lock().await;
+        self.bounded(&mut state, |source, connection| Box::pin(source.explain(connection))).await
+    }
+
+    /// Runs `work` on the connection (made first if there is none) within `source.timeout`.
+    /// A connection the server closed since the last tick (a restart, a failover) is made again
+    /// once, at once; one that fails or overruns is dropped, to be made again next time.
+    async fn bounded<T>(
+        &self,
+        state: &mut State,
+        work: impl for<'a> Fn(&'a Self, &'a mut Connection) -> Work<'a, T>,
+    ) -> anyhow::Result<T> {
+        let timeout = self.config.timeout;
+        let attempt = async {
+            let was_open = state.connection.is_some();
+            let connection = self.connected(state).await?;
+            match work(self, connection).await {
+                Err(error) if was_open && is_closed(&error) => {
+                    info!(server = %self.server.shown, "the database server closed the connection; connecting again");
+                    state.connection = None;
+                    let connection = self.connected(state).await?;
+                    work(self, connection).await
+                }
+                other => other,
+            }
+        };
+        let outcome = match tokio::time::timeout(timeout, attempt).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(anyhow!(
+                "the read ran past source.timeout ({}); the query was cancelled",
+                humantime::format_duration(timeout)
+            )),
+        };
+        if outcome.is_err() {
+            // A connection in an unknown state is not kept: the next tick makes a new one.
+            if let Some(connection) = state.connection.take() {
+                self.cancel_query(&connection);
+            }
+        }
+        outcome.with_context(|| format!("reading {} (source.database)", self.server.shown))
+    }
+
+    /// The open connection, or a new one unless the backoff after a failed attempt is still on.
+    async fn connected<'a>(&self, state: &'a mut State) -> anyhow::Result<&'a mut Connection> {
+        if state.connection.as_ref().is_some_and(|connection| connection.client.is_closed()) {
+            state.connection = None;
+        }
+        if state.connection.is_none() {
+            if let Some((retry_at, reason)) = &state.waiting
+                && let Some(wait) = retry_at.checked_duration_since(Instant::now())
+            {
+                bail!("{reason}; trying again in {}", humantime::format_duration(round_up(wait)));
+            }
+            match self.connect().await {
+                Ok(connection) => {
+                    state.backoff.reset();
+                    state.waiting = None;
+                    state.connection = Some(connection);
+                }
+                Err(error) => {
+                    let wait = state.backoff.next_wait(None);
+                    state.waiting = Some((Instant::now() + wait, format!("{error:#}")));
+                    return Err(error);
+                }
+            }
+        }
+        Ok(state.connection.as_mut().expect("connected above"))
+    }
+
+    /// Connects, and checks the tables: each must be there, with its columns, and readable.
+    async fn connect(&self) -> anyhow::Result<Connection> {
+        let mut connect = self.server.connect.clone();
+        let timeout_ms = self.config.timeout.as_millis();
+        let lock_ms = LOCK_TIMEOUT.min(self.config.timeout / 2).as_millis();
+        // The server stops what the agent would wait for too long, and every transaction on the
+        // connection is read-only, whatever the agent sends.
+        let ours = format!(
+            "-c statement_timeout={timeout_ms} -c lock_timeout={lock_ms} -c idle_in_transaction_session_timeout={timeout_ms} \
+             -c default_transaction_read_only=on"
+        );
+        let options = match connect.get_options() {
+            Some(theirs) => format!("{theirs} {ours}"),
+            None => ours,
+        };
+        connect
+            .options(options)
+            .application_name("apimetrics-agent")
+            .connect_timeout(CONNECT_TIMEOUT.min(self.config.timeout))
+            .ssl_mode(match self.server.sslmode {
+                SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+                SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+                SslMode::Require | SslMode::VerifyFull => tokio_postgres::config::SslMode::Require,
+            });
+        let tls = tls::client_config(self.server.sslmode, self.server.root_certificates.as_deref())?;
+        let (client, connection) = connect
+            .connect(MakeRustlsConnect::new(tls))
+            .await
+            .map_err(|error| anyhow!("cannot connect to {}: {}", self.server.shown, describe(&error, &self.server)))?;
+        let server = self.server.shown.clone();
+        let task = tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                debug!(%server, error = %error_chain(&error), "the database connection ended");
+            }
+        });
+        let version: String = client
+            .query_one("SELECT current_setting('server_version')", &[])
+            .await
+            .map_err(|error| anyhow!(describe(&error, &self.server)))?
+            .get(0);
+        let time_column = check_tables(&client, &self.config.tables, &self.server).await?;
+        info!(server = %self.server.shown, version = %version, "connected to the database server");
+        Ok(Connection { client, task, time_column, version })
+    }
+
+    /// The window's counts on `connection`, in one read-only snapshot.
+    async fn count(&self, connection: &mut Connection, now: DateTime<Utc>) -> anyhow::Result<RawCounts> {
+        let tables = &self.config.tables;
+        let transaction = connection
+            .client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(|error| anyhow!(describe(&error, &self.server)))?;
+        let query = count_query(tables);
+        let rows = match connection.time_column {
+            TimeColumn::WithTimeZone => {
+                let (start, future_from) = (now - self.config.window, now + FUTURE_AFTER);
+                transaction.query(&query, &[&start, &future_from]).await
+            }
+            TimeColumn::WithoutTimeZone => {
+                let (start, future_from) = naive_bounds(now, self.config.window, self.config.timezone);
+                transaction.query(&query, &[&start, &future_from]).await
+            }
+        }
+        .map_err(|error| anyhow!(describe(&error, &self.server)))?;
+        let mut counts = RawCounts::default();
+        for row in rows {
+            let (api_id, status_id, n_rows, n_in_future): (i64, i64, i64, i64) =
+                (row.get(0), row.get(1), row.get(2), row.get(3));
+            counts.by_ids.insert((api_id, status_id), n_rows as u64);
+            counts.n_rows_in_future += n_in_future as u64;
+        }
+        for (role, names) in [("api", &mut counts.apis), ("status", &mut counts.statuses)] {
+            let query = format!("SELECT id::bigint, name FROM {}", quoted(table_name(tables, role)));
+            let rows = transaction.query(&query, &[]).await.map_err(|error| anyhow!(describe(&error, &self.server)))?;
+            names.extend(rows.iter().map(|row| (row.get::<_, i64>(0), row.get::<_, String>(1))));
+        }
+        transaction.commit().await.map_err(|error| anyhow!(describe(&error, &self.server)))?;
+        Ok(counts)
+    }
+
+    /// What `check` says: the server, the column's type and how the window is bound, the
+    /// number of transactions, and the plan of the window's query (with a warning when no
+    /// index leads with `time_modified`).
+    async fn explain(&self, connection: &mut Connection) -> anyhow::Result<String> {
+        let tables = &self.config.tables;
+        let fail = |error: tokio_postgres::Error| anyhow!(describe(&error, &self.server));
+        let n_transactions: i64 = connection
+            .client
+            .query_one(&format!("SELECT count(*) FROM {}", quoted(&tables.transaction)), &[])
+            .await
+            .map_err(fail)?
+            .get(0);
+        let bound = match connection.time_column {
+            TimeColumn::WithTimeZone => "timestamp with time zone (USE_TZ = True): the window starts at the instant 24 h ago"
+                .to_owned(),
+            TimeColumn::WithoutTimeZone => format!(
+                "timestamp without time zone (USE_TZ = False): the window starts at the wall-clock time 24 h ago in {} \
+                 (source.timezone)",
+                self.config.timezone
+            ),
+        };
+        let query = count_query(tables);
+        let plan_rows = match connection.time_column {
+            TimeColumn::WithTimeZone => {
+                let now = Utc::now();
+                connection.client.query(&format!("EXPLAIN {query}"), &[&now, &now]).await
+            }
+            TimeColumn::WithoutTimeZone => {
+                let now = Utc::now().naive_utc();
+                connection.client.query(&format!("EXPLAIN {query}"), &[&now, &now]).await
+            }
+        }
+        .map_err(fail)?;
+        let mut report = format!(
+            "database {} (PostgreSQL {}) opened read-only: {n_transactions} transactions\n\
+             {}.time_modified is {bound}\nread query: {query}\nplan:\n",
+            self.server.shown, connection.version, tables.transaction
+        );
+        let plan: Vec<String> = plan_rows.iter().map(|row| row.get::<_, String>(0)).collect();
+        for step in &plan {
+            report.push_str(&format!("  {step}\n"));
+        }
+        let indexes: Vec<String> = connection
+            .client
+            .query(
+                "SELECT indexrelid::regclass::text FROM pg_index i JOIN pg_attribute a \
+                 ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
+                 WHERE i.indrelid = to_regclass(quote_ident($1)) AND a.attname = 'time_modified'",
+                &[&tables.transaction],
+            )
+            .await
+            .map_err(fail)?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        match indexes.first() {
+            None => report.push_str(&format!(
+                "warning: no index on {}.time_modified: every tick reads the whole table; add one through a Django \
+                 migration (see the README)\n",
+                tables.transaction
+            )),
+            Some(index) => report.push_str(&format!("index {index} leads with time_modified\n")),
+        }
+        Ok(report)
+    }
+
+    /// Asks the server to stop what `connection` is running (the agent's own deadline passed
+    /// first), without waiting for the answer for long.
+    fn cancel_query(&self, connection: &Connection) {
+        let token = connection.client.cancel_token();
+        let Ok(tls) = tls::client_config(self.server.sslmode, self.server.root_certificates.as_deref()) else {
+            return;
+        };
+        let server = self.server.shown.clone();
+        tokio::spawn(async move {
+            let cancelled = tokio::time::timeout(CONNECT_TIMEOUT, token.cancel_query(MakeRustlsConnect::new(tls))).await;
+            if !matches!(cancelled, Ok(Ok(()))) {
+                warn!(%server, "could not ask the database server to cancel the agent's overrunning query");
+            }
+        });
+    }
+}
+
+/// The window's counts by (api_id, status_id), and how many of them lie past `$2` (a clock
+/// ahead), as one grouped query on the server.
+fn count_query(tables: &Tables) -> String {
+    format!(
+        "SELECT api_id::bigint, status_id::bigint, count(*), count(*) FILTER (WHERE time_modified > $2) \
+         FROM {} WHERE time_modified >= $1 GROUP BY api_id, status_id",
+        quoted(&tables.transaction)
+    )
+}
+
+/// The window's start and the "in the future" bound as naive wall-clock times in `timezone`,
+/// as Django computes them with `USE_TZ = False`: the local clock's reading minus the window.
+fn naive_bounds(now: DateTime<Utc>, window: Duration, timezone: chrono_tz::Tz) -> (NaiveDateTime, NaiveDateTime) {
+    (local_clock_minus(now, window, timezone), (now + FUTURE_AFTER).with_timezone(&timezone).naive_local())
+}
+
+/// `name` as a quoted identifier: Django's table names have capitals.
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Checks each table: there, with the columns the agent reads, and readable by this role; says
+/// how `time_modified` is stored. Every problem is reported at once.
+async fn check_tables(client: &Client, tables: &Tables, server: &ServerConfig) -> anyhow::Result<TimeColumn> {
+    let fail = |error: tokio_postgres::Error| anyhow!(describe(&error, server));
+    let mut problems = Vec::new();
+    let mut unreadable = Vec::new();
+    let mut time_column = None;
+    for (role, columns) in REQUIRED_COLUMNS {
+        let table = table_name(tables, role);
+        let found = client
+            .query_opt(
+                "SELECT has_table_privilege(to_regclass(quote_ident($1)), 'SELECT') WHERE to_regclass(quote_ident($1)) \
+                 IS NOT NULL",
+                &[&table],
+            )
+            .await
+            .map_err(fail)?;
+        let Some(found) = found else {
+            problems.push(format!("table {table:?} is missing"));
+            continue;
+        };
+        if !found.get::<_, bool>(0) {
+            unreadable.push(quoted(table));
+        }
+        let present: BTreeMap<String, String> = client
+            .query(
+                "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute \
+                 WHERE attrelid = to_regclass(quote_ident($1)) AND attnum > 0 AND NOT attisdropped",
+                &[&table],
+            )
+            .await
+            .map_err(fail)?
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        let missing: Vec<&str> = columns.iter().copied().filter(|column| !present.contains_key(*column)).collect();
+        if !missing.is_empty() {
+            problems.push(format!("table {table:?} lacks column(s) {}", missing.join(", ")));
+        }
+        if let Some(kind) = present.get("time_modified").filter(|_| role == "transaction") {
+            time_column = match kind.as_str() {
+                "timestamp with time zone" => Some(TimeColumn::WithTimeZone),
+                "timestamp without time zone" => Some(TimeColumn::WithoutTimeZone),
+                other => {
+                    problems.push(format!(
+                        "{table}.time_modified is {other}, not a timestamp as Django's DateTimeField makes it"
+                    ));
+                    None
+                }
+            };
+        }
+    }
+    if !problems.is_empty() {
+        bail!(
+            "{}: is this the Django app's database, migrated? The app's first migration (`python manage.py migrate \
+             apiMetrics`) creates the tables; schema/django-postgresql.sql shows them (other table names go in \
+             source.api_table, source.status_table, source.transaction_table)",
+            problems.join("; ")
+        );
+    }
+    if !unreadable.is_empty() {
+        let user = server.connect.get_user().unwrap_or_default();
+        bail!(
+            "role {user:?} may not read table(s) {}: as the tables' owner, run GRANT SELECT ON {} TO {}",
+            unreadable.join(", "),
+            unreadable.join(", "),
+            quoted(user)
+        );
+    }
+    time_column.ok_or_else(|| anyhow!("{}.time_modified is missing", tables.transaction))
+}
+
+/// Whether the connection under `error` is gone (the server restarted or the network broke).
+fn is_closed(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| cause.downcast_ref::<tokio_postgres::Error>().is_some_and(tokio_postgres::Error::is_closed))
+        || error.to_string().contains(CLOSED)
+}
+
+/// How `describe` says a connection is gone.
+const CLOSED: &str = "the connection to the database server was closed";
+
+/// What went wrong, as an operator can act on it: the server's message, with the host and port
+/// for a connection that failed; never the password.
+fn describe(error: &tokio_postgres::Error, server: &ServerConfig) -> String {
+    if error.is_closed() {
+        return format!("{CLOSED} (did it restart or fail over?)");
+    }
+    if let Some(db) = error.as_db_error() {
+        let code = db.code();
+        let hint = if *code == SqlState::INVALID_PASSWORD || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
+            ": check the user in source.database and the password (source.password_file)"
+        } else if *code == SqlState::INVALID_CATALOG_NAME {
+            ": check the database's name at the end of source.database"
+        } else if *code == SqlState::QUERY_CANCELED {
+            ": it ran past source.timeout (the server's statement_timeout), or an administrator cancelled it"
+        } else if *code == SqlState::LOCK_NOT_AVAILABLE {
+            ": a migration or another lock holder kept the table; the next tick tries again"
+        } else if [SqlState::ADMIN_SHUTDOWN, SqlState::CANNOT_CONNECT_NOW, SqlState::CRASH_SHUTDOWN].contains(code) {
+            ": the server is restarting or shutting down; the agent connects again"
+        } else {
+            ""
+        };
+        return format!("{} (SQLSTATE {}){hint}", db.message(), code.code());
+    }
+    let chain = error_chain(error);
+    let tls_hint = if chain.contains("certificate") || chain.contains("UnknownIssuer") {
+        match server.root_certificates {
+            Some(_) => ": the server's certificate is not signed by a CA in source.sslrootcert, or does not name the host",
+            None => ": the server's certificate is not signed by a CA this system trusts: set source.sslrootcert",
+        }
+    } else if chain.contains("server does not support TLS") {
+        ": the server does not speak TLS; set source.sslmode = \"disable\" or \"prefer\", or turn on ssl on the server"
+    } else {
+        ""
+    };
+    format!("{chain}{tls_hint}")
+}
+
+/// `error` and each of its causes, joined by ": ".
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// `wait` rounded up to the second, for a message.
+fn round_up(wait: Duration) -> Duration {
+    Duration::from_secs(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn without_time_zone_the_window_starts_at_the_local_clock_minus_a_day_as_django_computes_it() {
+        // 2026-03-29 is the day Europe/Berlin moves to summer time (02:00 → 03:00). At noon,
+        // Django's naive `datetime.now() - timedelta(hours=24)` reads 12:00 the day before, not
+        // 11:00 (the instant 24 h earlier).
+        let now = Utc.with_ymd_and_hms(2026, 3, 29, 10, 0, 0).unwrap();
+        let (start, future_from) = naive_bounds(now, Duration::from_secs(86_400), chrono_tz::Europe::Berlin);
+        assert_eq!(start.to_string(), "2026-03-28 12:00:00");
+        assert_eq!(future_from.to_string(), "2026-03-29 12:01:00");
+    }
+
+    #[test]
+    fn table_names_are_quoted_as_identifiers() {
+        assert_eq!(quoted("apiMetrics_api"), "\"apiMetrics_api\"");
+        assert_eq!(quoted("we\"ird"), "\"we\"\"ird\"");
+    }
+}

@@ -1,0 +1,110 @@
+//! TLS to a database server, as `sslmode` asks: the rustls client settings for "prefer" and
+//! "require" (encrypted, the certificate not checked, as libpq does) and "verify-full" (the
+//! certificate checked against `sslrootcert`'s CAs, or the system's, and the host's name).
+
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, aws_lc_rs};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use super::config::SslMode;
+
+/// The CAs in PEM `text`; an error when it holds none.
+pub(crate) fn root_store(pem: &[u8]) -> anyhow::Result<RootCertStore> {
+    let mut store = RootCertStore::empty();
+    for certificate in rustls_pki_types::pem::PemObject::pem_slice_iter(pem) {
+        let certificate: CertificateDer<'static> = certificate.context("reading a PEM certificate")?;
+        store.add(certificate).context("adding a CA certificate")?;
+    }
+    if store.is_empty() {
+        bail!("no PEM certificate in it");
+    }
+    Ok(store)
+}
+
+/// The client settings for `sslmode`, trusting `root_certificates` (PEM) for "verify-full", or
+/// the system's CAs when there are none.
+pub(crate) fn client_config(sslmode: SslMode, root_certificates: Option<&[u8]>) -> anyhow::Result<ClientConfig> {
+    let provider = Arc::new(aws_lc_rs::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("setting up TLS")?;
+    let config = match sslmode {
+        SslMode::VerifyFull => {
+            let roots = match root_certificates {
+                Some(pem) => root_store(pem)?,
+                None => system_roots()?,
+            };
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        SslMode::Disable | SslMode::Prefer | SslMode::Require => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Unverified(provider)))
+            .with_no_client_auth(),
+    };
+    Ok(config)
+}
+
+/// The system's CAs (Debian's ca-certificates), for "verify-full" without `sslrootcert`.
+fn system_roots() -> anyhow::Result<RootCertStore> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut store = RootCertStore::empty();
+    store.add_parsable_certificates(found.certs);
+    if store.is_empty() {
+        bail!("sslmode \"verify-full\" without sslrootcert trusts the system's CAs, and none were found: set sslrootcert");
+    }
+    Ok(store)
+}
+
+/// Accepts any certificate, still checking that the server holds its key: libpq's "prefer" and
+/// "require", which encrypt without knowing who answers.
+#[derive(Debug)]
+struct Unverified(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for Unverified {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            certificate,
+            signature,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            certificate,
+            signature,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
