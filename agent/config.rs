@@ -21,6 +21,7 @@ use crate::common::problems::{DurationText, Problems, duration};
 use crate::common::ranges::SCHEDULE_INTERVAL;
 use crate::common::redact::redacted_config;
 use crate::exposition::config::{MetricConfig, RawLabels, RawMetric, validate_labels};
+use crate::http::config::remember_proxy_credentials;
 use crate::pushgateway::config::{PushgatewayConfig, RawPushgateway};
 use crate::remote_write::config::{RawRemoteWrite, RemoteWriteConfig};
 use crate::source::config::{RawSource, SourceConfig};
@@ -242,6 +243,7 @@ impl RawConfig {
         let pushgateways = validate_pushgateways(problems, &self.pushgateway, &labels, base);
         let remote_writes = validate_remote_writes(problems, &self.remote_write, base);
         let log_format = self.log.validate(problems);
+        remember_proxies_from_the_environment(problems);
         Config {
             path: path.to_owned(),
             redacted_text: redacted_config(text),
@@ -257,6 +259,16 @@ impl RawConfig {
             remote_writes,
             log_format,
             warnings: Vec::new(),
+        }
+    }
+}
+
+/// Remembers the credentials of the proxies the environment names (`HTTPS_PROXY` and its kin),
+/// which a target without `proxy_url` uses, so that a proxy quoting them cannot make them show.
+fn remember_proxies_from_the_environment(problems: &mut Problems<'_>) {
+    for name in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"] {
+        if let Some(url) = std::env::var(name).ok().and_then(|value| reqwest::Url::parse(&value).ok()) {
+            remember_proxy_credentials(problems, &format!("{name} (environment)"), &url);
         }
     }
 }
@@ -575,13 +587,35 @@ mod tests {
             "pushgateway[0].basic_auth.password: the secret is shorter than 8 characters",
             "pushgateway[0].proxy_url: the secret is shorter than 8 characters",
             "pushgateway[0].headers.X-Api-Key: the secret is shorter than 8 characters",
+            // A header not known to be harmless is a secret, whatever its name.
+            "pushgateway[0].headers.X-Source: the secret is shorter than 8 characters",
             "remote_write[0].bearer_token_file: ",
             "token holds a secret and every user on this machine may read it (mode 0644): `chmod o-r` it",
         ] {
             assert!(warned.contains(expected), "{expected} not in:\n{warned}");
         }
-        assert_eq!(config.warnings.len(), 4, "{warned}");
+        assert_eq!(config.warnings.len(), 5, "{warned}");
         assert!(!warned.contains("\"short\"") && !warned.contains(":pw@"), "{warned}");
+    }
+
+    #[test]
+    fn a_header_value_is_a_secret_whole_and_in_the_parts_a_server_quotes_alone() {
+        let dir = with_database();
+        let text = "[source]\ndatabase = \"app.sqlite3\"\n[schedule]\ninterval = \"1s\"\n\
+                    [[remote_write]]\nurl = \"http://r/w\"\nheaders = { Authorization = \"Bearer eyJhbGciOi.payload.sig\" }\n\
+                    [[remote_write]]\nurl = \"http://r/w2\"\nheaders = { Authorization = \"Basic YWdlbnQ6c2hvcnQ=\" }\n";
+        let config = parse_in(dir.path(), text).unwrap();
+        assert_eq!(crate::common::redact::redact("bad token eyJhbGciOi.payload.sig"), "bad token <redacted>");
+        assert_eq!(crate::common::redact::redact("user agent:short"), "user <redacted>");
+        let warned = config.warnings.join("\n");
+        assert!(warned.contains("remote_write[1].headers.Authorization: the secret is shorter than 8"), "{warned}");
+        assert_eq!(config.warnings.len(), 1, "{warned}");
+
+        let mistyped = "[source]\ndatabase = \"app.sqlite3\"\n[schedule]\ninterval = \"1s\"\n\
+                        [[remote_write]]\nurl = \"http://r/w\"\nheaders = { \"Authorization: Bearer n4me-s3cret\" = \"x\" }\n";
+        let message = parse_in(dir.path(), mistyped).unwrap_err().to_string();
+        assert!(message.contains("remote_write[0].headers: a header's name holds a space or a colon"), "{message}");
+        assert!(!message.contains("n4me-s3cret"), "{message}");
     }
 
     #[test]

@@ -15,8 +15,8 @@ use tracing::{info, warn};
 use crate::common::django_time::django_timestamp;
 use crate::common::random::SplitMix64;
 use crate::config;
-use crate::source::config::Database;
 use crate::populate::{self, Population};
+use crate::source::config::Database;
 
 /// The sample database `demo` creates beside the config file and writes to.
 const DEMO_DATABASE: &str = "demo.sqlite3";

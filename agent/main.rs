@@ -107,7 +107,7 @@ fn execute_on(cli: Cli, runtime: &tokio::runtime::Runtime) -> anyhow::Result<Exi
         Command::Once { dry_run } => {
             let config = load()?;
             if let Some(body) = runtime.block_on(run::once(config, dry_run))? {
-                print!("{}", redact(&body));
+                print!("{body}");
             }
         }
         Command::Check { targets } => {

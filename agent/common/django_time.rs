@@ -29,7 +29,10 @@ pub(crate) fn django_text(local: NaiveDateTime) -> String {
 /// the clocks change is an hour off the instant 24 hours ago, as Django's own filter is.
 pub(crate) fn local_clock_minus(now: DateTime<Utc>, window: Duration, timezone: Tz) -> NaiveDateTime {
     let local = now.with_timezone(&timezone).naive_local();
-    chrono::Duration::from_std(window).ok().and_then(|window| local.checked_sub_signed(window)).unwrap_or(NaiveDateTime::MIN)
+    chrono::Duration::from_std(window)
+        .ok()
+        .and_then(|window| local.checked_sub_signed(window))
+        .unwrap_or(NaiveDateTime::MIN)
 }
 
 /// Whether `text` is a timestamp as Django stores it: `YYYY-MM-DD HH:MM:SS` with an optional

@@ -91,6 +91,82 @@ pub(crate) fn percent_decoded(text: &str) -> String {
     String::from_utf8_lossy(&decoded).into_owned()
 }
 
+/// `text` with JSON's escapes decoded (`\"`, `\\`, `\/`, `\n`, `\u0026`…); others kept.
+pub(crate) fn json_unescaped(text: &str) -> String {
+    let mut decoded = String::with_capacity(text.len());
+    let mut characters = text.chars().peekable();
+    while let Some(character) = characters.next() {
+        if character != '\\' {
+            decoded.push(character);
+            continue;
+        }
+        match characters.peek().copied() {
+            Some(escaped @ ('"' | '\\' | '/')) => decoded.push(escaped),
+            Some('n') => decoded.push('\n'),
+            Some('r') => decoded.push('\r'),
+            Some('t') => decoded.push('\t'),
+            Some('b') => decoded.push('\u{8}'),
+            Some('f') => decoded.push('\u{c}'),
+            Some('u') => {
+                let hex: String = characters.clone().skip(1).take(4).collect();
+                match u32::from_str_radix(&hex, 16).ok().filter(|_| hex.len() == 4).and_then(char::from_u32) {
+                    Some(unicode) => {
+                        decoded.push(unicode);
+                        characters.nth(4);
+                    }
+                    None => decoded.push('\\'),
+                }
+                continue;
+            }
+            _ => {
+                decoded.push('\\');
+                continue;
+            }
+        }
+        characters.next();
+    }
+    decoded
+}
+
+/// `text` with HTML's character references decoded: the named ones a server escapes with
+/// (`&amp;` `&lt;` `&gt;` `&quot;` `&apos;`) and every numeric one (`&#39;`, `&#x27;`).
+pub(crate) fn html_unescaped(text: &str) -> String {
+    let mut decoded = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find('&') {
+        decoded.push_str(&rest[..start]);
+        rest = &rest[start..];
+        let reference = rest[1..].find(';').filter(|end| *end <= 10).map(|end| &rest[1..=end]);
+        let character = reference.and_then(|name| match name {
+            "amp" => Some('&'),
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "quot" => Some('"'),
+            "apos" => Some('\''),
+            _ => {
+                let number = name.strip_prefix('#')?;
+                let code = match number.strip_prefix(['x', 'X']) {
+                    Some(hex) => u32::from_str_radix(hex, 16).ok()?,
+                    None => number.parse().ok()?,
+                };
+                char::from_u32(code)
+            }
+        });
+        match (character, reference) {
+            (Some(character), Some(name)) => {
+                decoded.push(character);
+                rest = &rest[name.len() + 2..];
+            }
+            _ => {
+                decoded.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    decoded.push_str(rest);
+    decoded
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,5 +184,10 @@ mod tests {
         assert_eq!(json_escaped("a\"b\\c\nd\u{1}"), "a\\\"b\\\\c\\nd\\u0001");
         assert_eq!(percent_encoded("p@ss word/ü~"), "p%40ss%20word%2F%C3%BC~");
         assert_eq!(percent_decoded("p%40ss%20word%2F%C3%BC~%zz%+1%4"), "p@ss word/ü~%zz%+1%4");
+        assert_eq!(json_unescaped(r#"a\"b\\c\/d\n\u0026\u003c\x\u12"#), "a\"b\\c/d\n&<\\x\\u12");
+        assert_eq!(
+            html_unescaped("it&#x27;s &amp;&lt;&gt;&quot;&#34;&apos; &nope; & &#xZZ;"),
+            "it's &<>\"\"' &nope; & &#xZZ;"
+        );
     }
 }

@@ -15,7 +15,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use reqwest::Url;
 use toml::Spanned;
 
-use super::escape::{escape_controls, html_escaped, json_escaped, percent_encoded};
+use super::escape::{
+    escape_controls, html_escaped, html_unescaped, json_escaped, json_unescaped, percent_decoded, percent_encoded,
+};
 use super::files::{read_regular_text, readable_by_everyone};
 use super::problems::Problems;
 
@@ -65,10 +67,17 @@ fn is_weak(secret: &str) -> bool {
 /// for a log record (text or JSON), a Rust debug string, an exposition label, HTML, and
 /// percent-encoded as in a URL. A weak secret is not remembered (see `SHORTEST_SEARCHED`).
 pub(crate) fn remember(secret: &str) {
+    let trimmed = secret.trim();
+    if trimmed != secret {
+        // A server trims a header's value, and quotes it trimmed.
+        remember(trimmed);
+    }
     if is_weak(secret) {
         return;
     }
+    let squeezed: String = secret.chars().filter(|character| !character.is_whitespace()).collect();
     let mut forms = vec![
+        squeezed,
         secret.to_owned(),
         json_escaped(secret),
         format!("{secret:?}").trim_matches('"').to_owned(),
@@ -93,6 +102,38 @@ pub(crate) fn remember(secret: &str) {
 /// `username:password`, which a receiver that echoes the `Authorization` header shows.
 pub(crate) fn remember_basic_auth(username: &str, password: &str) {
     remember(&BASE64.encode(format!("{username}:{password}")));
+}
+
+/// Text from outside (a receiver's, a proxy's or a server's answer) as the agent may show it:
+/// every remembered secret replaced, also where the answer holds one in an encoding of its own
+/// (JSON's `\u0026`, HTML's `&#x27;`, percent-encoding in either case, `+` for a space): the
+/// answer is then shown decoded, redacted. An answer that spreads a secret over several lines
+/// is withheld whole. Call it on the whole answer, before cutting it short.
+pub(crate) fn redact_from_outside(text: &str) -> String {
+    let redacted = redact(text);
+    if redacted != text {
+        return redacted.into_owned();
+    }
+    let mut decoded = text.to_owned();
+    // Each round undoes one more layer of escaping (an answer may escape what it quotes twice).
+    for _round in 0..3 {
+        let html = html_unescaped(&json_unescaped(&decoded));
+        let next = percent_decoded(&html);
+        for candidate in [&html, &next, &percent_decoded(&html.replace('+', " "))] {
+            if let Cow::Owned(redacted) = redact(candidate) {
+                return redacted;
+            }
+        }
+        if next == decoded {
+            break;
+        }
+        decoded = next;
+    }
+    let squeezed: String = decoded.chars().filter(|character| !character.is_whitespace()).collect();
+    if redact(&squeezed) != squeezed {
+        return format!("{REDACTED} (the answer quoted a configured secret across lines; not shown)");
+    }
+    text.to_owned()
 }
 
 /// `text` with every remembered secret replaced by `<redacted>`; borrowed when it holds none.
@@ -186,7 +227,7 @@ pub(crate) fn shown_url(url: &Url) -> String {
     let mut shown = url.clone();
     let _ = shown.set_password(None);
     let _ = shown.set_username("");
-    if url.query().is_some() {
+    if url.query_pairs().any(|(name, _)| query_parameter_is_secret(&name)) {
         let pairs: Vec<(String, String)> = url
             .query_pairs()
             .map(|(name, value)| {
@@ -219,30 +260,45 @@ pub(crate) fn may_hold_secret(path: &[&str]) -> bool {
         || path.last().is_some_and(|key| URL_KEYS.contains(key))
 }
 
-/// `text` with what stands between a URL's `scheme://` and its host's `@` (a user name and
-/// password) replaced by "<redacted>"; text with an `@` and no `://` is redacted up to its last
-/// `@`. For showing a URL, even one that does not parse.
+/// `text` (a URL as written, which may not parse) without its credentials: what stands between
+/// `scheme://` (or the start) and the last `@` becomes "<redacted>". A URL that parses is shown
+/// as `shown_url` shows it when it holds a secret; one that does not parse is cut at its last
+/// `@` whatever stands between, since a password may hold `/`, `?` or `#`.
 pub(crate) fn without_credentials(text: &str) -> String {
+    if let Some(url) = Url::parse(text).ok().filter(|_| text.contains("://")) {
+        let secret_query = url.query_pairs().any(|(name, _)| query_parameter_is_secret(&name));
+        return if url.username().is_empty() && url.password().is_none() && !secret_query {
+            text.to_owned()
+        } else {
+            shown_url(&url)
+        };
+    }
     let authority_start = text.find("://").map_or(0, |scheme_end| scheme_end + 3);
-    let authority_end = text[authority_start..].find(['/', '?', '#']).map_or(text.len(), |end| authority_start + end);
-    match text[authority_start..authority_end].rfind('@') {
-        Some(at) => format!("{}<redacted>{}", &text[..authority_start], &text[authority_start + at..]),
+    match text[authority_start..].rfind('@') {
+        Some(at) => format!("{}{REDACTED}{}", &text[..authority_start], &text[authority_start + at..]),
         None => text.to_owned(),
     }
 }
 
-/// `text` (a message) with the credentials of every URL in it replaced by "<redacted>", as
-/// `without_credentials` does for one URL; a URL ends at a quote or a space here.
+/// `text` (a message) with the credentials of every URL in it replaced by "<redacted>": what
+/// stands between `scheme://` and the URL's last `@`; a URL ends at a quote or a space here.
 pub(crate) fn credentials_out_of_urls(text: &str) -> String {
     let mut shown = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(scheme_end) = rest.find("://") {
         let authority_start = scheme_end + 3;
-        let authority_end = rest[authority_start..]
-            .find(['/', '?', '#', '"', '\'', ' ', '\n'])
+        let url_end = rest[authority_start..]
+            .find(|character: char| matches!(character, '"' | '\'' | '`') || character.is_whitespace())
             .map_or(rest.len(), |end| authority_start + end);
-        shown.push_str(&without_credentials(&rest[..authority_end]));
-        rest = &rest[authority_end..];
+        match rest[authority_start..url_end].rfind('@') {
+            Some(at) => {
+                shown.push_str(&rest[..authority_start]);
+                shown.push_str(REDACTED);
+                shown.push_str(&rest[authority_start + at..url_end]);
+            }
+            None => shown.push_str(&rest[..url_end]),
+        }
+        rest = &rest[url_end..];
     }
     shown.push_str(rest);
     shown
@@ -324,6 +380,26 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_that_quotes_a_secret_in_its_own_encoding_shows_it_nowhere() {
+        Secret::new("s3cret&token<value>/x y".to_owned());
+        Secret::new("TrailingSpaceToken123 \t ".to_owned());
+        for answer in [
+            r#"{"authorization": "Bearer s3cret\u0026token\u003cvalue\u003e\/x y"}"#,
+            "Bearer s3cret&amp;token&lt;value&#x3e;/x y",
+            "token=s3cret%26token%3cvalue%3e%2fx+y",
+            "token=s3cret%26token%3Cvalue%3E/x%20y",
+            r#"{"x": "s3cret&amp;token&lt;value&gt;/x y"}"#,
+            "authorization: Bearer TrailingSpaceToken123",
+        ] {
+            let shown = redact_from_outside(answer);
+            assert!(shown.contains(REDACTED) && !shown.contains("s3cret") && !shown.contains("Trailing"), "{answer} → {shown}");
+        }
+        let wrapped = "Bearer s3cret&tok\nen<value>/x\r\n y";
+        assert!(redact_from_outside(wrapped).starts_with("<redacted> (the answer quoted"), "{}", redact_from_outside(wrapped));
+        assert_eq!(redact_from_outside("nothing & nothing %41"), "nothing & nothing %41");
+    }
+
+    #[test]
     fn urls_show_no_credentials_nor_secret_query_values() {
         let url = Url::parse("https://u:pw@mimir.example.org/push?api_key=k3y-k3y-k3y&extra_label=site%3D1").unwrap();
         assert_eq!(
@@ -348,7 +424,9 @@ mod tests {
     #[test]
     fn credentials_leave_urls_that_do_not_parse_too() {
         assert_eq!(without_credentials("http://user:pw@c/write"), "http://<redacted>@c/write");
-        assert_eq!(without_credentials("http://user:p@ss@c:80/write?a@b"), "http://<redacted>@c:80/write?a@b");
+        assert_eq!(without_credentials("http://user:p@ss@c:80/write?a@b"), "http://<redacted>@c/write?a@b");
+        // A password with a slash, a question mark or a hash makes the URL unparseable.
+        assert_eq!(without_credentials("http://agent:Pa/ss?w#rd@gw:9091"), "http://<redacted>@gw:9091");
         assert_eq!(without_credentials("user:pw@host:9091"), "<redacted>@host:9091");
         assert_eq!(without_credentials("http://gw:9091/p@th"), "http://gw:9091/p@th");
         assert_eq!(without_credentials("ünïcode://ä@ö"), "ünïcode://<redacted>@ö");
@@ -361,6 +439,10 @@ mod tests {
             "invalid type: string \"https://<redacted>@h/x\", expected \"ftp://<redacted>@b\" or http://c"
         );
         assert_eq!(credentials_out_of_urls("no URL: user@host"), "no URL: user@host");
+        assert_eq!(
+            credentials_out_of_urls("\"http://agent:Pa/ss@gw:x\" is not a URL"),
+            "\"http://<redacted>@gw:x\" is not a URL"
+        );
     }
 
     #[test]

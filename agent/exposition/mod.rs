@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::{Display, Write};
 
 use self::config::MetricConfig;
+use crate::common::redact::redact;
 use crate::snapshot::Snapshot;
 
 pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -127,8 +128,10 @@ fn write_snapshot_health(exposition: &mut Exposition, snapshot: &Snapshot) {
     exposition.sample("apimetrics_agent_rows_skipped", &[("reason", "orphaned")], snapshot.n_rows_orphaned);
 }
 
+/// A label value as the format writes it, with every known secret redacted first: the only text
+/// of an exposition that comes from outside the agent's own vocabulary.
 fn push_escaped_label_value(out: &mut String, value: &str) {
-    for character in value.chars() {
+    for character in redact(value).chars() {
         match character {
             '\\' => out.push_str("\\\\"),
             '"' => out.push_str("\\\""),

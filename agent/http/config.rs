@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::{Certificate, Identity, Url};
 use serde::Deserialize;
@@ -16,9 +18,6 @@ use crate::common::redact::{
     Secret, header_may_show, read_secret, remember, remember_basic_auth, shown_url, warn_if_readable_by_everyone,
     warn_if_weak, without_credentials,
 };
-
-/// Words in a header's name that say its value is a credential: a weak one gets a warning.
-const CREDENTIAL_HEADER_WORDS: [&str; 7] = ["auth", "token", "key", "secret", "cookie", "password", "signature"];
 
 /// Headers the agent sets itself; a target's `headers` may not replace them.
 const RESERVED_HEADERS: [&str; 5] =
@@ -114,6 +113,19 @@ impl RawHttp<'_> {
     fn headers(&self, problems: &mut Problems<'_>, key: &str) -> Vec<(HeaderName, HeaderValue)> {
         let mut headers = Vec::new();
         for (name, value) in self.headers {
+            // A name with a space or a colon is a value written as a name ("Authorization:
+            // Bearer …"): it is not shown.
+            let mistyped = name.get_ref().contains(|character: char| character == ':' || character.is_whitespace());
+            if mistyped {
+                Secret::new(name.get_ref().clone());
+                problems.at(
+                    name,
+                    &format!("{key}.headers"),
+                    "a header's name holds a space or a colon (not shown: it may be a secret); write \
+                     `Name = \"value\"`",
+                );
+                continue;
+            }
             let header_key = format!("{key}.headers.{}", name.get_ref());
             match (HeaderName::try_from(name.get_ref().as_str()), HeaderValue::try_from(value.get_ref().as_str())) {
                 (Ok(header), _) if RESERVED_HEADERS.contains(&header.as_str()) => {
@@ -123,10 +135,7 @@ impl RawHttp<'_> {
                     // Shown only for names known to carry no secret; every other value is one.
                     if !header_may_show(header.as_str()) {
                         header_value.set_sensitive(true);
-                        let secret = Secret::new(value.get_ref().clone());
-                        if CREDENTIAL_HEADER_WORDS.iter().any(|word| header.as_str().contains(word)) {
-                            warn_if_weak(problems, &header_key, &secret);
-                        }
+                        remember_header_value(problems, &header_key, value.get_ref());
                     }
                     headers.push((header, header_value))
                 }
@@ -198,15 +207,42 @@ impl RawHttp<'_> {
     }
 }
 
+/// Remembers the value of a header that may carry a secret, whole and in the parts a server
+/// may quote alone: each word of it (the token of "Bearer <token>"), and for "Basic <base64>"
+/// the decoded user:password and the password. Warns when the secret is weak.
+fn remember_header_value(problems: &mut Problems<'_>, key: &str, value: &str) {
+    let whole = Secret::new(value.to_owned());
+    let mut secret_part = whole.clone();
+    for word in value.split_whitespace().skip(1) {
+        secret_part = Secret::new(word.to_owned());
+    }
+    if let Some(encoded) = value.trim().strip_prefix("Basic ")
+        && let Ok(decoded) = BASE64.decode(encoded.trim())
+    {
+        let pair = String::from_utf8_lossy(&decoded).into_owned();
+        remember(&pair);
+        if let Some((_, password)) = pair.split_once(':') {
+            secret_part = Secret::new(password.to_owned());
+        }
+    }
+    warn_if_weak(problems, key, &secret_part);
+}
+
 /// Remembers the password in a proxy's URL, as written and as sent (`Proxy-Authorization:
 /// Basic` with the base64 of user:password), and warns if it is weak.
-fn remember_proxy_credentials(problems: &mut Problems<'_>, key: &str, url: &Url) {
-    let Some(password) = url.password() else { return };
+pub(crate) fn remember_proxy_credentials(problems: &mut Problems<'_>, key: &str, url: &Url) {
+    if url.username().is_empty() && url.password().is_none() {
+        return;
+    }
+    let password = url.password().unwrap_or_default();
     let (username, decoded_password) = (percent_decoded(url.username()), percent_decoded(password));
     remember(password);
-    warn_if_weak(problems, key, &Secret::new(decoded_password.clone()));
+    remember(&format!("{username}:{decoded_password}"));
     remember_basic_auth(url.username(), password);
     remember_basic_auth(&username, &decoded_password);
+    // A proxy that takes a token as its user name, with no password: the name is the secret.
+    let secret = if password.is_empty() { username } else { decoded_password };
+    warn_if_weak(problems, key, &Secret::new(secret));
 }
 
 /// `token`, if "Bearer <token>" can be an HTTP header's value; else a problem at `place`, which
@@ -309,7 +345,6 @@ fn read_file(
 fn check<T>(problems: &mut Problems<'_>, span: &Spanned<RawTls>, key: &str, parsed: reqwest::Result<T>) -> bool {
     parsed.map_err(|error| problems.at(span, key, format_args!("is not usable PEM: {error}"))).is_ok()
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -13,8 +13,14 @@ use reqwest::{Certificate, Identity, Proxy, StatusCode};
 
 use self::config::{Auth, HttpSettings};
 use crate::common::escape::escape_controls;
+use crate::common::redact::redact_from_outside;
 
 const USER_AGENT: &str = concat!("apimetrics-agent/", env!("CARGO_PKG_VERSION"));
+
+/// How much of a receiver's error answer is read (the rest is never read), and how many of its
+/// characters a message shows.
+const ANSWER_READ_LIMIT: usize = 64 * 1024;
+const ANSWER_SHOWN_CHARACTERS: usize = 500;
 
 impl HttpSettings {
     /// A client with these settings; every request through it times out after `timeout`.
@@ -25,6 +31,7 @@ impl HttpSettings {
         }
         let mut builder = reqwest::Client::builder()
             .user_agent(USER_AGENT)
+            .redirect(same_origin_redirects())
             .default_headers(headers)
             .timeout(timeout)
             .connect_timeout(timeout)
@@ -49,6 +56,18 @@ impl HttpSettings {
             None => request,
         }
     }
+}
+
+/// Follows a redirect only to the same scheme, host and port (at most 10): the target's headers
+/// may carry secrets, and a redirect elsewhere would hand them to another server.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let origin = |url: &reqwest::Url| {
+            (url.scheme().to_owned(), url.host_str().map(str::to_owned), url.port_or_known_default())
+        };
+        let same = attempt.previous().last().is_some_and(|previous| origin(previous) == origin(attempt.url()));
+        if same && attempt.previous().len() < 10 { attempt.follow() } else { attempt.stop() }
+    })
 }
 
 /// How a failed request should be handled.
@@ -85,21 +104,33 @@ impl fmt::Display for Failure {
 
 /// Sends a request and classifies what came back: `Ok` for a 2xx, else how to go on.
 pub(crate) async fn send(request: reqwest::RequestBuilder) -> Result<(), Failure> {
-    let response = match request.send().await {
+    let mut response = match request.send().await {
         Ok(response) => response,
-        Err(error) => return Err(Failure::Retryable { reason: describe_request_error(&error), retry_after: None }),
+        Err(error) => {
+            // Without the URL as written: its query may hold a secret in a form of its own.
+            let reason = describe_request_error(&error.without_url());
+            return Err(Failure::Retryable { reason, retry_after: None });
+        }
     };
     let status = response.status();
     if status.is_success() {
         return Ok(());
     }
     let retry_after = response.headers().get(RETRY_AFTER).and_then(parse_retry_after);
-    let body = response.text().await.unwrap_or_default();
-    let body = body.trim();
+    // The start of the answer, whatever its length: secrets out of the whole of it before it is
+    // cut short (a secret across the cut would show in part), then escaped onto one line.
+    let mut body = Vec::new();
+    while body.len() < ANSWER_READ_LIMIT {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    let body = redact_from_outside(String::from_utf8_lossy(&body).trim());
     let mut reason = format!("HTTP {status}");
     if !body.is_empty() {
         reason.push_str(": ");
-        reason.push_str(&escape_controls(&body.chars().take(500).collect::<String>(), false));
+        reason.push_str(&escape_controls(&body.chars().take(ANSWER_SHOWN_CHARACTERS).collect::<String>(), false));
     }
     if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
         Err(Failure::Retryable { reason, retry_after })
@@ -126,7 +157,7 @@ fn describe_request_error(error: &reqwest::Error) -> String {
         }
         source = cause.source();
     }
-    reason
+    redact_from_outside(&reason)
 }
 
 /// `Retry-After` as seconds or an HTTP date.

@@ -12,8 +12,8 @@ use super::database_file::refuse_what_is_no_readable_file;
 use crate::common::escape::percent_decoded;
 use crate::common::files::read_regular_file;
 use crate::common::problems::{DurationText, Problems, checked_duration, count, duration};
-use crate::common::redact::{Secret, credentials_out_of_urls, read_secret, warn_if_weak, without_credentials};
 use crate::common::ranges::{SOURCE_BUSY_TIMEOUT, SOURCE_ROWS_PER_READ, SOURCE_TIMEOUT, SOURCE_WINDOW};
+use crate::common::redact::{Secret, credentials_out_of_urls, read_secret, warn_if_weak, without_credentials};
 
 /// A checked `[source]` table.
 #[derive(Debug, Clone)]
@@ -361,7 +361,8 @@ impl RawSource {
 
     /// Keys only a server has are refused with a SQLite file.
     fn refuse_server_keys(&self, problems: &mut Problems<'_>) {
-        let keys = [("password_file", &self.password_file), ("sslmode", &self.sslmode), ("sslrootcert", &self.sslrootcert)];
+        let keys =
+            [("password_file", &self.password_file), ("sslmode", &self.sslmode), ("sslrootcert", &self.sslrootcert)];
         for (key, value) in keys {
             if let Some(value) = value {
                 problems.at(

@@ -38,7 +38,9 @@ impl Source {
     pub(crate) fn new(config: &SourceConfig) -> Source {
         match &config.database {
             Database::Sqlite(path) => Source::Sqlite(path.clone(), config.clone()),
-            Database::Postgres(server) => Source::Postgres(Box::new(PostgresSource::new(config.clone(), (**server).clone()))),
+            Database::Postgres(server) => {
+                Source::Postgres(Box::new(PostgresSource::new(config.clone(), (**server).clone())))
+            }
         }
     }
 

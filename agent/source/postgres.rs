@@ -266,8 +266,9 @@ impl PostgresSource {
             .map_err(fail)?
             .get(0);
         let bound = match connection.time_column {
-            TimeColumn::WithTimeZone => "timestamp with time zone (USE_TZ = True): the window starts at the instant 24 h ago"
-                .to_owned(),
+            TimeColumn::WithTimeZone => {
+                "timestamp with time zone (USE_TZ = True): the window starts at the instant 24 h ago".to_owned()
+            }
             TimeColumn::WithoutTimeZone => format!(
                 "timestamp without time zone (USE_TZ = False): the window starts at the wall-clock time 24 h ago in {} \
                  (source.timezone)",
@@ -328,7 +329,8 @@ impl PostgresSource {
         };
         let server = self.server.shown.clone();
         tokio::spawn(async move {
-            let cancelled = tokio::time::timeout(CONNECT_TIMEOUT, token.cancel_query(MakeRustlsConnect::new(tls))).await;
+            let cancelled =
+                tokio::time::timeout(CONNECT_TIMEOUT, token.cancel_query(MakeRustlsConnect::new(tls))).await;
             if !matches!(cancelled, Ok(Ok(()))) {
                 warn!(%server, "could not ask the database server to cancel the agent's overrunning query");
             }
@@ -431,7 +433,9 @@ async fn check_tables(client: &Client, tables: &Tables, server: &ServerConfig) -
 
 /// Whether the connection under `error` is gone (the server restarted or the network broke).
 fn is_closed(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| cause.downcast_ref::<tokio_postgres::Error>().is_some_and(tokio_postgres::Error::is_closed))
+    error
+        .chain()
+        .any(|cause| cause.downcast_ref::<tokio_postgres::Error>().is_some_and(tokio_postgres::Error::is_closed))
         || error.to_string().contains(CLOSED)
 }
 
@@ -464,7 +468,9 @@ fn describe(error: &tokio_postgres::Error, server: &ServerConfig) -> String {
     let chain = error_chain(error);
     let tls_hint = if chain.contains("certificate") || chain.contains("UnknownIssuer") {
         match server.root_certificates {
-            Some(_) => ": the server's certificate is not signed by a CA in source.sslrootcert, or does not name the host",
+            Some(_) => {
+                ": the server's certificate is not signed by a CA in source.sslrootcert, or does not name the host"
+            }
             None => ": the server's certificate is not signed by a CA this system trusts: set source.sslrootcert",
         }
     } else if chain.contains("server does not support TLS") {

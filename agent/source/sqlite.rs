@@ -164,7 +164,6 @@ fn check_tables(connection: &Connection, tables: &Tables) -> anyhow::Result<()> 
     Ok(())
 }
 
-
 /// One tick's read: open, then count the window ending at `now`; stops with an error once
 /// `cancel` is set. Blocking; call it off the runtime.
 pub(crate) fn read_window(

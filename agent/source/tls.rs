@@ -40,10 +40,9 @@ pub(crate) fn client_config(sslmode: SslMode, root_certificates: Option<&[u8]>) 
             };
             builder.with_root_certificates(roots).with_no_client_auth()
         }
-        SslMode::Disable | SslMode::Prefer | SslMode::Require => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Unverified(provider)))
-            .with_no_client_auth(),
+        SslMode::Disable | SslMode::Prefer | SslMode::Require => {
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(Unverified(provider))).with_no_client_auth()
+        }
     };
     Ok(config)
 }
@@ -54,7 +53,9 @@ fn system_roots() -> anyhow::Result<RootCertStore> {
     let mut store = RootCertStore::empty();
     store.add_parsable_certificates(found.certs);
     if store.is_empty() {
-        bail!("sslmode \"verify-full\" without sslrootcert trusts the system's CAs, and none were found: set sslrootcert");
+        bail!(
+            "sslmode \"verify-full\" without sslrootcert trusts the system's CAs, and none were found: set sslrootcert"
+        );
     }
     Ok(store)
 }
