@@ -1,33 +1,65 @@
 """Builds a database with Django itself, then prints what Django's ORM counts, as JSON.
 
 usage: make_database.py DATABASE
+       make_database.py --postgres HOST:PORT DATABASE [--use-tz true|false] [--time-zone ZONE]
 
+The first form makes the SQLite file DATABASE; the second fills DATABASE, an existing, empty
+database on the PostgreSQL server at HOST:PORT, as the superuser postgres (no password).
 Runs the seed app's models through `makemigrations` and `migrate` (Django's defaults: USE_TZ on,
-BigAutoField), writes transactions through the ORM, and prints
-{"schema": [the CREATE statements], "counts": [[api, status, n], ...]} where the counts are
-the seed view's 24-hour aggregate done by the ORM in SQL.
+TIME_ZONE UTC, BigAutoField; --use-tz and --time-zone change the first two), writes transactions
+through the ORM, and prints {"schema": [...], "counts": [[api, status, n], ...]} where the counts
+are the seed view's 24-hour aggregate done by the ORM in SQL. On SQLite "schema" holds the CREATE
+statements as the database keeps them; on PostgreSQL, the statements of `sqlmigrate apiMetrics
+0001` (what schema/django-postgresql.sql records), each without its semicolon.
 """
+import argparse
 import datetime
+import io
 import json
+import os
 import random
 import shutil
 import sys
 import tempfile
+import time
 from decimal import Decimal
 from pathlib import Path
 
 import django
 from django.conf import settings
 
-database = sys.argv[1]
+parser = argparse.ArgumentParser()
+parser.add_argument("database", help="the SQLite file to make, or the PostgreSQL database to fill")
+parser.add_argument("--postgres", metavar="HOST:PORT", help="fill DATABASE on this PostgreSQL server")
+parser.add_argument("--use-tz", choices=["true", "false"], default="true")
+parser.add_argument("--time-zone", default="UTC")
+arguments = parser.parse_args()
+
+if arguments.postgres:
+    host, port = arguments.postgres.rsplit(":", 1)
+    database = {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": arguments.database,
+        "USER": "postgres",
+        "HOST": host,
+        "PORT": port,
+    }
+else:
+    database = {"ENGINE": "django.db.backends.sqlite3", "NAME": arguments.database}
+
+# A settings module makes Django set the process's TZ to TIME_ZONE; settings.configure() does not,
+# so do it here: with USE_TZ off, timezone.now() is the naive local time of that zone.
+os.environ["TZ"] = arguments.time_zone
+time.tzset()
+
 workdir = Path(tempfile.mkdtemp())
 shutil.copytree(Path(__file__).parent / "apiMetrics", workdir / "apiMetrics")
 sys.path.insert(0, str(workdir))
 settings.configure(
     INSTALLED_APPS=["apiMetrics"],
-    DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": database}},
-    USE_TZ=True,
-    TIME_ZONE="UTC",
+    DATABASES={"default": database},
+    USE_TZ=arguments.use_tz == "true",
+    TIME_ZONE=arguments.time_zone,
     DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
 )
 django.setup()
@@ -78,11 +110,19 @@ counts = (
     .annotate(n=Count("id"))
     .order_by()
 )
-with connection.cursor() as cursor:
-    cursor.execute(
-        "SELECT sql FROM sqlite_master WHERE name LIKE 'apiMetrics_%' AND sql IS NOT NULL ORDER BY type DESC, name"
-    )
-    schema = [row[0] for row in cursor.fetchall()]
+if connection.vendor == "sqlite":
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT sql FROM sqlite_master WHERE name LIKE 'apiMetrics_%' AND sql IS NOT NULL ORDER BY type DESC, name"
+        )
+        schema = [row[0] for row in cursor.fetchall()]
+else:
+    migration_sql = call_command("sqlmigrate", "apiMetrics", "0001", stdout=io.StringIO(), no_color=True)
+    schema = [
+        line.removesuffix(";")
+        for line in migration_sql.splitlines()
+        if line and not line.startswith("--") and line not in ("BEGIN;", "COMMIT;")
+    ]
 print(
     json.dumps(
         {
