@@ -392,10 +392,17 @@ mod tests {
             "authorization: Bearer TrailingSpaceToken123",
         ] {
             let shown = redact_from_outside(answer);
-            assert!(shown.contains(REDACTED) && !shown.contains("s3cret") && !shown.contains("Trailing"), "{answer} → {shown}");
+            assert!(
+                shown.contains(REDACTED) && !shown.contains("s3cret") && !shown.contains("Trailing"),
+                "{answer} → {shown}"
+            );
         }
         let wrapped = "Bearer s3cret&tok\nen<value>/x\r\n y";
-        assert!(redact_from_outside(wrapped).starts_with("<redacted> (the answer quoted"), "{}", redact_from_outside(wrapped));
+        assert!(
+            redact_from_outside(wrapped).starts_with("<redacted> (the answer quoted"),
+            "{}",
+            redact_from_outside(wrapped)
+        );
         assert_eq!(redact_from_outside("nothing & nothing %41"), "nothing & nothing %41");
     }
 

@@ -4,10 +4,10 @@
 //! two name tables. The server stops a statement past `source.timeout` (`statement_timeout`),
 //! and the agent cancels one that its own deadline outlives.
 //!
-//! Django binds `time_modified__gte` with the app server's clock minus 24 hours: an instant for
-//! `timestamp with time zone` (`USE_TZ = True`), a naive wall-clock time in `TIME_ZONE` for
-//! `timestamp without time zone` (`USE_TZ = False`). The column's type says which; the agent
-//! binds the same.
+//! Django binds `time_modified__gte` with the app server's clock minus 24 hours: an instant with
+//! `USE_TZ = True`; with `USE_TZ = False`, a naive wall-clock time, which the server reads in the
+//! session's `TimeZone`, set to Django's `TIME_ZONE`. The agent binds the same (`Binding`), with
+//! `source.timezone` for `TIME_ZONE`.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -73,12 +73,22 @@ impl Drop for Connection {
     }
 }
 
-/// The type Django gave `time_modified`.
+/// How the window's bounds are bound: as instants (Django's `USE_TZ = True`, `source.timezone`
+/// UTC, a `timestamp with time zone` column), or as wall-clock times in `source.timezone`, as
+/// Django binds them with `USE_TZ = False` (which keeps the column's type, but sets the
+/// session's `TimeZone` to its `TIME_ZONE`; the agent sets it to `source.timezone` too). The two
+/// differ only on the days the clocks change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Binding {
+    Instant,
+    WallClock,
+}
+
+/// The type of `time_modified`: Django makes `timestamp with time zone`, whatever `USE_TZ`; a
+/// table made otherwise may hold wall-clock times without one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TimeColumn {
-    /// `timestamp with time zone` (`USE_TZ = True`): instants.
     WithTimeZone,
-    /// `timestamp without time zone` (`USE_TZ = False`): wall-clock times in `source.timezone`.
     WithoutTimeZone,
 }
 
@@ -86,6 +96,14 @@ impl PostgresSource {
     pub(crate) fn new(config: SourceConfig, server: ServerConfig) -> PostgresSource {
         let state = State { connection: None, backoff: Backoff::new(RECONNECT_FIRST, RECONNECT_CAP), waiting: None };
         PostgresSource { config, server, state: Mutex::new(state) }
+    }
+
+    fn binding(&self, column: TimeColumn) -> Binding {
+        if column == TimeColumn::WithTimeZone && self.config.timezone == chrono_tz::Tz::UTC {
+            Binding::Instant
+        } else {
+            Binding::WallClock
+        }
     }
 
     /// The window ending at `now`, within `source.timeout`.
@@ -178,7 +196,8 @@ impl PostgresSource {
         // connection is read-only, whatever the agent sends.
         let ours = format!(
             "-c statement_timeout={timeout_ms} -c lock_timeout={lock_ms} -c idle_in_transaction_session_timeout={timeout_ms} \
-             -c default_transaction_read_only=on"
+             -c default_transaction_read_only=on -c TimeZone={}",
+            self.config.timezone.name()
         );
         let options = match connect.get_options() {
             Some(theirs) => format!("{theirs} {ours}"),
@@ -225,13 +244,14 @@ impl PostgresSource {
             .start()
             .await
             .map_err(|error| anyhow!(describe(&error, &self.server)))?;
-        let query = count_query(tables);
-        let rows = match connection.time_column {
-            TimeColumn::WithTimeZone => {
+        let binding = self.binding(connection.time_column);
+        let query = count_query(tables, binding);
+        let rows = match binding {
+            Binding::Instant => {
                 let (start, future_from) = (now - self.config.window, now + FUTURE_AFTER);
                 transaction.query(&query, &[&start, &future_from]).await
             }
-            TimeColumn::WithoutTimeZone => {
+            Binding::WallClock => {
                 let (start, future_from) = naive_bounds(now, self.config.window, self.config.timezone);
                 transaction.query(&query, &[&start, &future_from]).await
             }
@@ -265,23 +285,26 @@ impl PostgresSource {
             .await
             .map_err(fail)?
             .get(0);
-        let bound = match connection.time_column {
-            TimeColumn::WithTimeZone => {
-                "timestamp with time zone (USE_TZ = True): the window starts at the instant 24 h ago".to_owned()
-            }
-            TimeColumn::WithoutTimeZone => format!(
-                "timestamp without time zone (USE_TZ = False): the window starts at the wall-clock time 24 h ago in {} \
-                 (source.timezone)",
+        let binding = self.binding(connection.time_column);
+        let column = match connection.time_column {
+            TimeColumn::WithTimeZone => "timestamp with time zone",
+            TimeColumn::WithoutTimeZone => "timestamp without time zone",
+        };
+        let bound = match binding {
+            Binding::Instant => "the window starts at the instant 24 h ago (USE_TZ = True)".to_owned(),
+            Binding::WallClock => format!(
+                "the window starts at the wall-clock time 24 h ago in {} (source.timezone), as Django binds it with \
+                 USE_TZ = False",
                 self.config.timezone
             ),
         };
-        let query = count_query(tables);
-        let plan_rows = match connection.time_column {
-            TimeColumn::WithTimeZone => {
+        let query = count_query(tables, binding);
+        let plan_rows = match binding {
+            Binding::Instant => {
                 let now = Utc::now();
                 connection.client.query(&format!("EXPLAIN {query}"), &[&now, &now]).await
             }
-            TimeColumn::WithoutTimeZone => {
+            Binding::WallClock => {
                 let now = Utc::now().naive_utc();
                 connection.client.query(&format!("EXPLAIN {query}"), &[&now, &now]).await
             }
@@ -289,7 +312,7 @@ impl PostgresSource {
         .map_err(fail)?;
         let mut report = format!(
             "database {} (PostgreSQL {}) opened read-only: {n_transactions} transactions\n\
-             {}.time_modified is {bound}\nread query: {query}\nplan:\n",
+             {}.time_modified is {column}: {bound}\nread query: {query}\nplan:\n",
             self.server.shown, connection.version, tables.transaction
         );
         let plan: Vec<String> = plan_rows.iter().map(|row| row.get::<_, String>(0)).collect();
@@ -339,11 +362,17 @@ impl PostgresSource {
 }
 
 /// The window's counts by (api_id, status_id), and how many of them lie past `$2` (a clock
-/// ahead), as one grouped query on the server.
-fn count_query(tables: &Tables) -> String {
+/// ahead), as one grouped query on the server. Bound to wall-clock times, the parameters are
+/// `timestamp`s, which the server reads in the session's `TimeZone` (`source.timezone`), as it
+/// reads what Django sends with `USE_TZ = False`.
+fn count_query(tables: &Tables, binding: Binding) -> String {
+    let cast = match binding {
+        Binding::Instant => "",
+        Binding::WallClock => "::timestamp",
+    };
     format!(
-        "SELECT api_id::bigint, status_id::bigint, count(*), count(*) FILTER (WHERE time_modified > $2) \
-         FROM {} WHERE time_modified >= $1 GROUP BY api_id, status_id",
+        "SELECT api_id::bigint, status_id::bigint, count(*), count(*) FILTER (WHERE time_modified > $2{cast}) \
+         FROM {} WHERE time_modified >= $1{cast} GROUP BY api_id, status_id",
         quoted(&tables.transaction)
     )
 }

@@ -10,6 +10,7 @@ mod logs;
 mod module_graph;
 mod no_harm;
 mod peers;
+mod postgres;
 mod postgres_support;
 mod pushgateway;
 mod reload;

@@ -14,7 +14,7 @@ class TransactionStatus(models.Model):
 
 
 class Transaction(models.Model):
-    amount = models.DecimalField(max_digits=12, decimal_places=2)
+    amount = models.DecimalField(max_digits=14, decimal_places=2)
     api = models.ForeignKey(API, on_delete=models.CASCADE)
     status = models.ForeignKey(TransactionStatus, on_delete=models.CASCADE)
     time_created = models.DateTimeField(auto_now_add=True)
