@@ -1,0 +1,2 @@
+//! Placeholder, replaced by the PostgreSQL benchmark.
+fn main() {}
