@@ -212,11 +212,14 @@ fn query_parameter_is_secret(name: &str) -> bool {
     SECRET_QUERY_WORDS.iter().any(|word| name.contains(word))
 }
 
-/// Remembers the values of `url`'s secret-looking query parameters (`?api_key=…`) for `redact`.
-pub(crate) fn remember_url_secrets(url: &Url) {
-    for (name, value) in url.query_pairs() {
-        if query_parameter_is_secret(&name) {
-            remember(&value);
+/// Remembers the values of `url`'s secret-looking query parameters (`?api_key=…`) for `redact`,
+/// as written and decoded, and warns about a weak one (the URL is at `key`).
+pub(crate) fn remember_url_secrets(problems: &mut Problems<'_>, key: &str, url: &Url) {
+    for pair in url.query().unwrap_or_default().split('&') {
+        let (name, written) = pair.split_once('=').unwrap_or((pair, ""));
+        if query_parameter_is_secret(&percent_decoded(&name.replace('+', " "))) {
+            remember(written);
+            warn_if_weak(problems, key, &Secret::new(percent_decoded(&written.replace('+', " "))));
         }
     }
 }
@@ -413,8 +416,14 @@ mod tests {
             shown_url(&url),
             "https://<redacted>@mimir.example.org/push?api_key=<redacted>&extra_label=site%3D1"
         );
-        remember_url_secrets(&url);
+        let text = "[[remote_write]]\nurl = \"x\"\n";
+        let mut problems = Problems::new(text);
+        remember_url_secrets(&mut problems, "remote_write[0].url", &url);
         assert_eq!(redact("sent to ?api_key=k3y-k3y-k3y"), "sent to ?api_key=<redacted>");
+        let weak = Url::parse("https://r/w?token=abc&sig=a%2Fb%2Fc%2Fd%2Fe").unwrap();
+        remember_url_secrets(&mut problems, "remote_write[0].url", &weak);
+        assert_eq!(problems.take_warnings().len(), 1);
+        assert_eq!(redact("sig=a%2Fb%2Fc%2Fd%2Fe"), "sig=<redacted>");
         let shown = redacted_config("[[remote_write]]\nurl = \"https://r/w?token=abcdefghij&a=b\"\n");
         assert!(shown.contains("https://r/w?token=<redacted>&a=b"), "{shown}");
     }

@@ -137,7 +137,7 @@ impl RawRemoteWrite {
                 None
             }
             Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {
-                remember_url_secrets(&parsed);
+                remember_url_secrets(problems, &url_key, &parsed);
                 Some(parsed)
             }
             _ => {
