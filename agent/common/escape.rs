@@ -167,6 +167,24 @@ pub(crate) fn html_unescaped(text: &str) -> String {
     decoded
 }
 
+/// `first` and each cause of `error` after it (the error itself included), joined by ": ",
+/// leaving out a cause whose text is already said: an error from a library, as one line.
+pub(crate) fn with_causes(first: &str, error: &dyn std::error::Error) -> String {
+    let mut text = first.to_owned();
+    let mut source = Some(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

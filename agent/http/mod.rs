@@ -12,7 +12,7 @@ use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{Certificate, Identity, Proxy, StatusCode};
 
 use self::config::{Auth, HttpSettings};
-use crate::common::escape::escape_controls;
+use crate::common::escape::{escape_controls, with_causes};
 use crate::common::redact::redact_from_outside;
 
 const USER_AGENT: &str = concat!("apimetrics-agent/", env!("CARGO_PKG_VERSION"));
@@ -147,17 +147,7 @@ fn describe_request_error(error: &reqwest::Error) -> String {
     } else {
         "request failed"
     };
-    let mut reason = kind.to_owned();
-    let mut source: Option<&dyn std::error::Error> = Some(error);
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !reason.contains(&text) {
-            reason.push_str(": ");
-            reason.push_str(&text);
-        }
-        source = cause.source();
-    }
-    redact_from_outside(&reason)
+    redact_from_outside(&with_causes(kind, error))
 }
 
 /// `Retry-After` as seconds or an HTTP date.

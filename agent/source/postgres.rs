@@ -28,6 +28,8 @@ use super::read::RawCounts;
 use super::{FUTURE_AFTER, REQUIRED_COLUMNS, WindowRead, table_name, tls};
 use crate::common::backoff::Backoff;
 use crate::common::django_time::local_clock_minus;
+use crate::common::escape::with_causes;
+use crate::common::redact::redact_from_outside;
 
 /// The longest a connection attempt may take, whatever `source.timeout` allows.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -220,7 +222,7 @@ impl PostgresSource {
         let server = self.server.shown.clone();
         let task = tokio::spawn(async move {
             if let Err(error) = connection.await {
-                debug!(%server, error = %error_chain(&error), "the database connection ended");
+                debug!(%server, error = %with_causes("", &error), "the database connection ended");
             }
         });
         let version: String = client
@@ -492,9 +494,10 @@ fn describe(error: &tokio_postgres::Error, server: &ServerConfig) -> String {
         } else {
             ""
         };
-        return format!("{} (SQLSTATE {}){hint}", db.message(), code.code());
+        // The server's words are text from outside: a message may quote what it was sent.
+        return format!("{} (SQLSTATE {}){hint}", redact_from_outside(db.message()), code.code());
     }
-    let chain = error_chain(error);
+    let chain = redact_from_outside(&with_causes("", error));
     let tls_hint = if chain.contains("certificate") || chain.contains("UnknownIssuer") {
         match server.root_certificates {
             Some(_) => {
@@ -508,21 +511,6 @@ fn describe(error: &tokio_postgres::Error, server: &ServerConfig) -> String {
         ""
     };
     format!("{chain}{tls_hint}")
-}
-
-/// `error` and each of its causes, joined by ": ".
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// `wait` rounded up to the second, for a message.

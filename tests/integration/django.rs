@@ -41,14 +41,7 @@ fn dry_run_prints_exactly_what_django_counts_on_a_database_django_made() {
         let statement = statement.as_str().unwrap().replacen("CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ", 1);
         assert!(SCHEMA.contains(&format!("{statement};")), "Django made {statement}, which schema/django.sql lacks");
     }
-    let django_counts: BTreeMap<(String, String), u64> = made["counts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|row| {
-            ((row[0].as_str().unwrap().to_owned(), row[1].as_str().unwrap().to_owned()), row[2].as_u64().unwrap())
-        })
-        .collect();
+    let django_counts = orm_counts(&made);
     assert!(django_counts.len() > 10 && django_counts.values().sum::<u64>() > 1000, "{django_counts:?}");
 
     let config = directory.path().join("config.toml");

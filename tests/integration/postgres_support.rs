@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::support::{free_port, stderr, stdout, wait_for};
+use crate::support::{free_port, orm_counts, stderr, stdout, wait_for};
 
 /// The tables Django 5.2 creates for the apiMetrics models on PostgreSQL (`sqlmigrate` output).
 pub(crate) const POSTGRES_SCHEMA: &str = include_str!("../../schema/django-postgresql.sql");
@@ -213,14 +213,7 @@ pub(crate) fn django_fill(
         stderr(&output)
     );
     let mut made: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let counts = made["counts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|row| {
-            ((row[0].as_str().unwrap().to_owned(), row[1].as_str().unwrap().to_owned()), row[2].as_u64().unwrap())
-        })
-        .collect();
+    let counts = orm_counts(&made);
     (made["schema"].take(), counts)
 }
 

@@ -110,6 +110,18 @@ pub(crate) fn utc_text(instant: DateTime<Utc>) -> String {
     django_timestamp(instant, Tz::UTC)
 }
 
+/// The ORM's counts by (api, status) in what tests/django/make_database.py printed.
+pub(crate) fn orm_counts(made: &serde_json::Value) -> std::collections::BTreeMap<(String, String), u64> {
+    made["counts"]
+        .as_array()
+        .expect("make_database.py prints its counts")
+        .iter()
+        .map(|row| {
+            ((row[0].as_str().unwrap().to_owned(), row[1].as_str().unwrap().to_owned()), row[2].as_u64().unwrap())
+        })
+        .collect()
+}
+
 pub(crate) fn hours_ago(hours: f64) -> String {
     utc_text(Utc::now() - chrono::Duration::milliseconds((hours * 3_600_000.0) as i64))
 }
