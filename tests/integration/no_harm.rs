@@ -18,12 +18,22 @@ fn a_busy_writer_never_fails_while_the_agent_ticks() {
         let port = free_port();
         let config = site.config("1s", &format!("[scrape]\nlisten = \"127.0.0.1:{port}\"\n"));
         let agent = Running::start(&config, port);
+        // Rounds of five seconds of writes until the agent has ticked three times under them: a
+        // loaded machine slows the ticks, and must not fail the test for it.
         let before = agent.ticks("success");
-        let report = write_under_load(&site.database(), 200, Duration::from_secs(5)).unwrap();
-        let after = agent.ticks("success");
-        assert!(report.failures.is_empty(), "{journal_mode}: writes failed: {:?}", report.failures);
-        assert!(report.latencies.len() > 100, "{journal_mode}: only {} writes", report.latencies.len());
-        assert!(after - before >= 3.0, "{journal_mode}: the agent ticked {} times meanwhile", after - before);
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        let mut n_writes = 0;
+        while agent.ticks("success") - before < 3.0 {
+            let ticked = agent.ticks("success") - before;
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{journal_mode}: the agent ticked {ticked} times in 90 s of writes"
+            );
+            let report = write_under_load(&site.database(), 200, Duration::from_secs(5)).unwrap();
+            assert!(report.failures.is_empty(), "{journal_mode}: writes failed: {:?}", report.failures);
+            n_writes += report.latencies.len();
+        }
+        assert!(n_writes > 100, "{journal_mode}: only {n_writes} writes");
         assert_eq!(agent.ticks("failure"), 0.0, "{journal_mode}: {}", agent.log());
         let (status, log) = agent.terminate();
         assert_eq!(status.code(), Some(0), "{log}");
