@@ -15,3 +15,4 @@ pub(crate) mod problems;
 pub(crate) mod random;
 pub(crate) mod ranges;
 pub mod redact;
+pub(crate) mod secret_settings;

@@ -7,19 +7,15 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::path::Path;
 use std::sync::RwLock;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use reqwest::Url;
-use toml::Spanned;
 
 use super::escape::{
     escape_controls, html_escaped, html_unescaped, json_escaped, json_unescaped, percent_decoded, percent_encoded,
 };
-use super::files::{read_regular_text, readable_by_everyone};
-use super::problems::Problems;
 
 /// What replaces a secret.
 pub(crate) const REDACTED: &str = "<redacted>";
@@ -148,53 +144,6 @@ pub fn redact(text: &str) -> Cow<'_, str> {
     text
 }
 
-/// A warning for a secret too short to be searched for in what the agent shows.
-pub(crate) fn warn_if_weak(problems: &mut Problems<'_>, key: &str, secret: &Secret) {
-    if secret.is_weak() {
-        problems.warn(
-            key,
-            format_args!(
-                "the secret is shorter than {SHORTEST_SEARCHED} characters: too weak to be searched for and redacted \
-                 in free text (a receiver's answer that quotes it would show it); the agent never prints it \
-                 itself. Use a longer one"
-            ),
-        );
-    }
-}
-
-/// A warning for a file holding a secret that every user on the machine may read.
-pub(crate) fn warn_if_readable_by_everyone(problems: &mut Problems<'_>, key: &str, path: &Path) {
-    if let Some(mode) = readable_by_everyone(path) {
-        problems.warn(
-            key,
-            format_args!(
-                "{} holds a secret and every user on this machine may read it (mode {mode:04o}): `chmod o-r` it, \
-                 as ssh asks of a private key",
-                path.display()
-            ),
-        );
-    }
-}
-
-/// The secret in the file at `path` (named at `file` in the config, under `key`), its trailing
-/// line breaks left out; a problem if it cannot be read or is empty, a warning if every user may
-/// read it or it is weak.
-pub(crate) fn read_secret<T>(problems: &mut Problems<'_>, key: &str, file: &Spanned<T>, path: &Path) -> Option<Secret> {
-    let path = path.to_owned();
-    warn_if_readable_by_everyone(problems, key, &path);
-    match read_regular_text(&path) {
-        Ok(text) if text.trim_end_matches(['\r', '\n']).is_empty() => {
-            problems.at(file, key, format_args!("{} is empty", path.display()));
-            None
-        }
-        Ok(text) => Some(Secret::new(text.trim_end_matches(['\r', '\n']).to_owned())),
-        Err(error) => {
-            problems.at(file, key, format_args!("cannot read {}: {error}", path.display()));
-            None
-        }
-    }
-}
-
 /// Request headers whose values carry no secret, and so are shown (a tenant's name, what the
 /// client accepts); every other header's value is shown as `<redacted>`. Lower case.
 pub(crate) const SHOWN_HEADERS: [&str; 4] = ["x-scope-orgid", "thanos-tenant", "accept", "accept-language"];
@@ -207,21 +156,9 @@ pub(crate) fn header_may_show(name: &str) -> bool {
 /// Query parameters whose values are secrets (an API key in the URL), by a word in their name.
 const SECRET_QUERY_WORDS: [&str; 8] = ["key", "token", "secret", "pass", "auth", "sig", "credential", "session"];
 
-fn query_parameter_is_secret(name: &str) -> bool {
+pub(crate) fn query_parameter_is_secret(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
     SECRET_QUERY_WORDS.iter().any(|word| name.contains(word))
-}
-
-/// Remembers the values of `url`'s secret-looking query parameters (`?api_key=…`) for `redact`,
-/// as written and decoded, and warns about a weak one (the URL is at `key`).
-pub(crate) fn remember_url_secrets(problems: &mut Problems<'_>, key: &str, url: &Url) {
-    for pair in url.query().unwrap_or_default().split('&') {
-        let (name, written) = pair.split_once('=').unwrap_or((pair, ""));
-        if query_parameter_is_secret(&percent_decoded(&name.replace('+', " "))) {
-            remember(written);
-            warn_if_weak(problems, key, &Secret::new(percent_decoded(&written.replace('+', " "))));
-        }
-    }
 }
 
 /// `url` as the agent shows it: its user name and password, and the values of secret-looking
@@ -416,14 +353,6 @@ mod tests {
             shown_url(&url),
             "https://<redacted>@mimir.example.org/push?api_key=<redacted>&extra_label=site%3D1"
         );
-        let text = "[[remote_write]]\nurl = \"x\"\n";
-        let mut problems = Problems::new(text);
-        remember_url_secrets(&mut problems, "remote_write[0].url", &url);
-        assert_eq!(redact("sent to ?api_key=k3y-k3y-k3y"), "sent to ?api_key=<redacted>");
-        let weak = Url::parse("https://r/w?token=abc&sig=a%2Fb%2Fc%2Fd%2Fe").unwrap();
-        remember_url_secrets(&mut problems, "remote_write[0].url", &weak);
-        assert_eq!(problems.take_warnings().len(), 1);
-        assert_eq!(redact("sig=a%2Fb%2Fc%2Fd%2Fe"), "sig=<redacted>");
         let shown = redacted_config("[[remote_write]]\nurl = \"https://r/w?token=abcdefghij&a=b\"\n");
         assert!(shown.contains("https://r/w?token=<redacted>&a=b"), "{shown}");
     }

@@ -14,10 +14,8 @@ use toml::Spanned;
 use crate::common::escape::percent_decoded;
 use crate::common::files::read_regular_file;
 use crate::common::problems::Problems;
-use crate::common::redact::{
-    Secret, header_may_show, read_secret, remember, remember_basic_auth, shown_url, warn_if_readable_by_everyone,
-    warn_if_weak, without_credentials,
-};
+use crate::common::redact::{Secret, header_may_show, remember, remember_basic_auth, shown_url, without_credentials};
+use crate::common::secret_settings::{read_secret, warn_if_readable_by_everyone, warn_if_weak};
 
 /// Headers the agent sets itself; a target's `headers` may not replace them.
 const RESERVED_HEADERS: [&str; 5] =

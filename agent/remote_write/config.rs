@@ -12,7 +12,8 @@ use crate::common::problems::{DurationText, Problems, SizeText, count, duration,
 use crate::common::ranges::{
     REMOTE_WRITE_MAX_SAMPLES_PER_SEND, REMOTE_WRITE_QUEUE_MAX_AGE, REMOTE_WRITE_QUEUE_MAX_BYTES, REMOTE_WRITE_TIMEOUT,
 };
-use crate::common::redact::{remember_url_secrets, without_credentials};
+use crate::common::redact::without_credentials;
+use crate::common::secret_settings::remember_url_secrets;
 use crate::http::config::{HttpSettings, RawBasicAuth, RawHttp, RawTls};
 
 /// One `[[remote_write]]` table as written.

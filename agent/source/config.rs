@@ -9,11 +9,13 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::database_file::refuse_what_is_no_readable_file;
+use super::tls::{SslMode, root_store};
 use crate::common::escape::percent_decoded;
 use crate::common::files::read_regular_file;
 use crate::common::problems::{DurationText, Problems, checked_duration, count, duration};
 use crate::common::ranges::{SOURCE_BUSY_TIMEOUT, SOURCE_ROWS_PER_READ, SOURCE_TIMEOUT, SOURCE_WINDOW};
-use crate::common::redact::{Secret, credentials_out_of_urls, read_secret, warn_if_weak, without_credentials};
+use crate::common::redact::{Secret, credentials_out_of_urls, without_credentials};
+use crate::common::secret_settings::{read_secret, warn_if_weak};
 
 /// A checked `[source]` table.
 #[derive(Debug, Clone)]
@@ -59,33 +61,6 @@ pub struct ServerConfig {
     pub(crate) sslmode: SslMode,
     /// PEM certificates of the CAs to trust for `verify-full`; `None`: the system's.
     pub(crate) root_certificates: Option<Vec<u8>>,
-}
-
-/// How the connection to a database server is protected, as libpq's `sslmode` says it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SslMode {
-    /// Plain TCP.
-    Disable,
-    /// TLS if the server offers it, unverified; else plain (libpq's default).
-    Prefer,
-    /// TLS always, unverified: private from onlookers, not from a server in the middle.
-    Require,
-    /// TLS always, the server's certificate checked against the CAs and its name against the host.
-    VerifyFull,
-}
-
-impl SslMode {
-    const CHOICES: &str = "\"disable\", \"prefer\", \"require\" or \"verify-full\"";
-
-    fn parse(text: &str) -> Option<SslMode> {
-        match text {
-            "disable" => Some(SslMode::Disable),
-            "prefer" => Some(SslMode::Prefer),
-            "require" => Some(SslMode::Require),
-            "verify-full" => Some(SslMode::VerifyFull),
-            _ => None,
-        }
-    }
 }
 
 /// The names of the Django tables the agent reads.
@@ -335,7 +310,7 @@ impl RawSource {
             let pem = read_regular_file(&path)
                 .map_err(|error| problems.at(&place, key, format_args!("cannot read {}: {error}", path.display())))
                 .ok()?;
-            if crate::source::tls::root_store(&pem).is_err() {
+            if root_store(&pem).is_err() {
                 problems.at(&place, key, format_args!("{} holds no PEM certificate", path.display()));
                 return None;
             }

@@ -13,16 +13,16 @@ mod read;
 mod side_files;
 pub(crate) mod sqlite;
 pub(crate) mod tls;
+mod window;
 mod window_count;
 
-use std::path::PathBuf;
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
+use std::path::PathBuf;
 
-use self::config::{Database, SourceConfig, Tables};
+use self::config::{Database, SourceConfig};
 use self::postgres::PostgresSource;
 pub use self::read::{RawCounts, read_counts};
+pub(crate) use self::window::WindowRead;
 pub use self::window_count::WindowBounds;
 use crate::common::deadline::Watchdog;
 
@@ -73,31 +73,5 @@ impl Source {
             }
             Source::Postgres(server) => server.check().await,
         }
-    }
-}
-
-/// Rows dated this far past the agent's clock are counted as in the future: an app server's
-/// clock runs ahead (rows written during the tick are not).
-pub(crate) const FUTURE_AFTER: Duration = Duration::from_secs(60);
-
-/// One tick's read of the window ending at a given instant.
-#[derive(Debug)]
-pub(crate) struct WindowRead {
-    pub(crate) counts: RawCounts,
-    /// Transactions modified at or after this instant were counted.
-    pub(crate) window_start: DateTime<Utc>,
-    /// How long opening and reading took.
-    pub(crate) duration: Duration,
-}
-
-/// The columns the agent reads, by table; anything else in the tables is ignored.
-pub(crate) const REQUIRED_COLUMNS: [(&str, &[&str]); 3] =
-    [("api", &["id", "name"]), ("status", &["id", "name"]), ("transaction", &["api_id", "status_id", "time_modified"])];
-
-pub(crate) fn table_name<'a>(tables: &'a Tables, role: &str) -> &'a str {
-    match role {
-        "api" => &tables.api,
-        "status" => &tables.status,
-        _ => &tables.transaction,
     }
 }

@@ -23,9 +23,11 @@ use tokio_postgres::{Client, IsolationLevel};
 use tokio_postgres_rustls::MakeRustlsConnect;
 use tracing::{debug, info, warn};
 
-use super::config::{ServerConfig, SourceConfig, SslMode, Tables};
+use super::config::{ServerConfig, SourceConfig, Tables};
 use super::read::RawCounts;
-use super::{FUTURE_AFTER, REQUIRED_COLUMNS, WindowRead, table_name, tls};
+use super::tls;
+use super::tls::SslMode;
+use super::window::{FUTURE_AFTER, REQUIRED_COLUMNS, WindowRead, table_name};
 use crate::common::backoff::Backoff;
 use crate::common::django_time::local_clock_minus;
 use crate::common::escape::with_causes;

@@ -12,8 +12,9 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use super::config::{SourceConfig, Tables};
 use super::read::{ReadMethod, TimeIndex, chosen_method, quoted, read_counts, read_queries, time_indexes};
+use super::window::{FUTURE_AFTER, REQUIRED_COLUMNS, WindowRead, table_name};
 use super::window_count::{self, WindowBounds};
-use super::{FUTURE_AFTER, REQUIRED_COLUMNS, WindowRead, database_file, side_files, table_name};
+use super::{database_file, side_files};
 use crate::common::deadline::Cancel;
 use crate::common::django_time::{django_text, django_timestamp, local_clock_minus};
 

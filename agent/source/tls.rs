@@ -10,7 +10,32 @@ use rustls::crypto::{CryptoProvider, aws_lc_rs};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use super::config::SslMode;
+/// How the connection to a database server is protected, as libpq's `sslmode` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SslMode {
+    /// Plain TCP.
+    Disable,
+    /// TLS if the server offers it, unverified; else plain (libpq's default).
+    Prefer,
+    /// TLS always, unverified: private from onlookers, not from a server in the middle.
+    Require,
+    /// TLS always, the server's certificate checked against the CAs and its name against the host.
+    VerifyFull,
+}
+
+impl SslMode {
+    pub(crate) const CHOICES: &str = "\"disable\", \"prefer\", \"require\" or \"verify-full\"";
+
+    pub(crate) fn parse(text: &str) -> Option<SslMode> {
+        match text {
+            "disable" => Some(SslMode::Disable),
+            "prefer" => Some(SslMode::Prefer),
+            "require" => Some(SslMode::Require),
+            "verify-full" => Some(SslMode::VerifyFull),
+            _ => None,
+        }
+    }
+}
 
 /// The CAs in PEM `text`; an error when it holds none.
 pub(crate) fn root_store(pem: &[u8]) -> anyhow::Result<RootCertStore> {
