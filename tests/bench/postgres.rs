@@ -17,7 +17,9 @@
 //! include starting, connecting and exiting for both. The window's rows lie in its last 23 hours
 //! (`WINDOW_MARGIN`), so the counts stay exact for the bench's first hour after loading.
 //!
-//! `BENCH_PG_ROWS` sets another size; `BENCH_RUNS` the timed runs of each side per case (the
+//! `BENCH_PG_ROWS` sets another size; `BENCH_PG_DAYS` the days of history (default 2: half the
+//! rows in the window; 30 puts one in 30 there, as on a site that keeps a month, where an index
+//! on `time_modified` starts to matter); `BENCH_RUNS` the timed runs of each side per case (the
 //! median is kept; at least 2).
 
 use std::collections::BTreeMap;
@@ -99,8 +101,9 @@ fn main() {
     }
     let n_rows: u64 = std::env::var("BENCH_PG_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000_000);
     let n_runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(5).max(2);
-    assert!(n_rows >= 2, "BENCH_PG_ROWS must be at least 2");
-    let n_in_window = n_rows - n_rows / 2;
+    let n_days: u64 = std::env::var("BENCH_PG_DAYS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+    assert!(n_days >= 2 && n_rows >= n_days, "BENCH_PG_DAYS must be at least 2 and BENCH_PG_ROWS at least that");
+    let n_in_window = n_rows - rows_before_the_window(n_rows, n_days);
 
     let server = PrivateServer::start();
     server.psql("postgres", &format!("CREATE DATABASE {DATABASE};"));
@@ -117,7 +120,7 @@ fn main() {
     );
 
     let loaded_at = Instant::now();
-    server.psql(DATABASE, &load_script(n_rows));
+    server.psql(DATABASE, &load_script(n_rows, n_days));
     println!(
         "loaded {n_rows} transactions ({n_in_window} in the window; 4 APIs x 6 statuses) with Django's keys and \
          indexes in {:.1?}",
@@ -205,7 +208,7 @@ fn main() {
     }
 
     println!(
-        "\n{n_rows} transactions, {n_in_window} in the window, PostgreSQL {}; median of {n_runs} alternated runs \
+        "\n{n_rows} transactions over {n_days} days, {n_in_window} in the window, PostgreSQL {}; median of {n_runs} alternated runs \
          (agent / psql above 1 means the agent is slower):\n",
         settings[0]
     );
@@ -229,13 +232,18 @@ fn main() {
     }
 }
 
+/// How many of `n_rows` transactions spread over `n_days` days lie before the 24-hour window.
+fn rows_before_the_window(n_rows: u64, n_days: u64) -> u64 {
+    n_rows * (n_days - 1) / n_days
+}
+
 /// One transaction: Django's tables, the names, the transactions, then Django's foreign keys
 /// and indexes. The keys and indexes come last because checking and indexing 10M rows at once
 /// is much faster than row by row; the tables end up exactly as the schema file makes them.
-/// Transaction `i` (1..=n) has `time_modified` spread evenly over 48 to 24 hours ago for the
-/// first half, over the last 24 hours less `WINDOW_MARGIN` for the second; `id` follows time, as
-/// in an app's table.
-fn load_script(n_rows: u64) -> String {
+/// Transaction `i` (1..=n) has `time_modified` spread evenly over `n_days` days to 24 hours ago
+/// for all but one day's share, over the last 24 hours less `WINDOW_MARGIN` for the rest; `id`
+/// follows time, as in an app's table.
+fn load_script(n_rows: u64, n_days: u64) -> String {
     let statements: Vec<&str> = POSTGRES_SCHEMA
         .lines()
         .filter(|line| !line.starts_with("--") && !line.trim().is_empty() && !["BEGIN;", "COMMIT;"].contains(line))
@@ -254,8 +262,9 @@ fn load_script(n_rows: u64) -> String {
         })
         .collect();
     let statuses: Vec<String> = STATUS_NAMES.iter().map(|name| format!("('{name}', '{name}')")).collect();
-    let n_before = n_rows / 2;
+    let n_before = rows_before_the_window(n_rows, n_days);
     let n_in_window = n_rows - n_before;
+    let history = n_days - 1;
     let margin = WINDOW_MARGIN.as_secs();
     // Uneven shares per API and status, so that a pair counted under another's name shows.
     let transactions = format!(
@@ -263,7 +272,7 @@ fn load_script(n_rows: u64) -> String {
          SELECT (i * 7919 % 1000000) / 100.0, modified - interval '30 seconds', modified, 1 + i % 10 % 4, \
          1 + i / 10 % 15 % 6\n\
          FROM (SELECT i, CASE WHEN i <= {n_before}\n\
-             THEN now() - interval '48 hours' + (i - 1) * (interval '24 hours' / {n_before})\n\
+             THEN now() - interval '{n_days} days' + (i - 1) * (interval '{history} days' / {n_before})\n\
              ELSE now() - interval '24 hours' + interval '{margin} seconds'\n\
                  + (i - {n_before} - 1) * ((interval '24 hours' - interval '{margin} seconds') / {n_in_window})\n\
              END AS modified\n\
