@@ -51,7 +51,7 @@ pub(crate) const SOURCE_BUSY_TIMEOUT: DurationRange = DurationRange { default: S
 pub(crate) const SOURCE_TIMEOUT: DurationRange = DurationRange { default: Some("30s"), min: "100ms", max: "1h" };
 /// `source.rows_per_read`: its default was chosen by the writer benchmark (README, "The app's
 /// writes").
-pub(crate) const SOURCE_ROWS_PER_READ: CountRange = CountRange { default: 5_000, min: 100, max: 10_000_000 };
+pub(crate) const SOURCE_ROWS_PER_READ: CountRange = CountRange { default: 4_000, min: 100, max: 10_000_000 };
 /// `pushgateway.timeout`.
 pub(crate) const PUSHGATEWAY_TIMEOUT: DurationRange =
     DurationRange { default: Some("10s"), min: "100ms", max: "10min" };

@@ -16,8 +16,9 @@ pub(crate) mod tls;
 mod window;
 mod window_count;
 
-use chrono::{DateTime, Utc};
 use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
 
 use self::config::{Database, SourceConfig};
 use self::postgres::PostgresSource;
@@ -25,6 +26,10 @@ pub use self::read::{RawCounts, read_counts};
 pub(crate) use self::window::WindowRead;
 pub use self::window_count::WindowBounds;
 use crate::common::deadline::Watchdog;
+use crate::common::ranges::SOURCE_ROWS_PER_READ;
+
+/// `source.rows_per_read` when the config does not set it (for the benchmarks).
+pub const DEFAULT_ROWS_PER_READ: u64 = SOURCE_ROWS_PER_READ.default as u64;
 
 /// The database a tick reads, as `[source]` names it. Made once per config (a reload makes a
 /// new one); a server's connection lives as long as this.

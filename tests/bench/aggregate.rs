@@ -6,7 +6,7 @@
 //! - plain: the obvious JOIN + GROUP BY on names, run the usual way;
 //! - floor: SQLite merely reading the window's rows by the same access path as the agent;
 //! - agent: the agent's own reads and aggregation (`source::read_counts` + `Snapshot::from_counts`),
-//!   in short reads of `BENCH_ROWS_PER_READ` rows (default 10,000, the agent's default), and in
+//!   in short reads of `BENCH_ROWS_PER_READ` rows (default: the agent's default), and in
 //!   one read for comparison;
 //!
 //! first without an index on time_modified, then with `schema/index.sql`, and reports the ratios.
@@ -47,7 +47,8 @@ fn main() {
     let bound = django_time(population.now - chrono::Duration::hours(24));
     let bounds =
         WindowBounds { start: bound.clone(), future_from: django_time(population.now + chrono::Duration::minutes(1)) };
-    let rows_per_read: u64 = std::env::var("BENCH_ROWS_PER_READ").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let rows_per_read: u64 =
+        std::env::var("BENCH_ROWS_PER_READ").ok().and_then(|v| v.parse().ok()).unwrap_or(source::DEFAULT_ROWS_PER_READ);
 
     let mut figures = Vec::new();
     for indexed in [false, true] {
