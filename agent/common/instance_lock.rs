@@ -5,9 +5,12 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::{Context, bail};
+
+use super::files::not_a_regular_file;
 
 const LOCK_FILE: &str = "agent.lock";
 
@@ -21,16 +24,41 @@ impl InstanceLock {
     /// Takes the lock on `state_dir`, creating the folder; fails naming the folder and the pid
     /// of the agent holding it.
     pub fn acquire(state_dir: &Path) -> anyhow::Result<InstanceLock> {
+        if let Ok(metadata) = std::fs::metadata(state_dir)
+            && !metadata.is_dir()
+        {
+            let what = not_a_regular_file(metadata.file_type()).unwrap_or("a file");
+            bail!(
+                "agent.state_dir {} is {what}, not a folder: give the agent a folder of its own",
+                state_dir.display()
+            );
+        }
         std::fs::create_dir_all(state_dir)
             .with_context(|| format!("creating agent.state_dir {}", state_dir.display()))?;
         let path = state_dir.join(LOCK_FILE);
+        // Not through a symbolic link (it could point at any file the agent may write) and never
+        // waiting on a named pipe.
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
+            .map_err(|error| match error.raw_os_error() {
+                Some(libc::ELOOP) => anyhow::anyhow!(
+                    "{} is a symbolic link: the agent's lock file must be a file of its own; remove the link",
+                    path.display()
+                ),
+                Some(libc::EISDIR) => {
+                    anyhow::anyhow!("{} is a directory, not the agent's lock file: remove it", path.display())
+                }
+                _ => anyhow::Error::new(error).context(format!("opening {}", path.display())),
+            })?;
+        let kind = file.metadata().with_context(|| format!("reading {}", path.display()))?.file_type();
+        if let Some(what) = not_a_regular_file(kind) {
+            bail!("{} is {what}, not the agent's lock file: remove it", path.display());
+        }
         if let Err(error) = lock(&file, libc::F_SETLK) {
             if !matches!(error.raw_os_error(), Some(libc::EACCES | libc::EAGAIN)) {
                 return Err(error).with_context(|| format!("locking {}", path.display()));
@@ -49,7 +77,12 @@ impl InstanceLock {
 /// The pid of another process holding the lock on `state_dir`, if one does; tested without
 /// taking it, for `check`.
 pub fn holder(state_dir: &Path) -> Option<u32> {
-    let file = OpenOptions::new().read(true).write(true).open(state_dir.join(LOCK_FILE)).ok()?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(state_dir.join(LOCK_FILE))
+        .ok()?;
     let mut probe = whole_file(libc::F_WRLCK);
     // SAFETY: F_GETLK fills in `probe`, a plain struct this frame owns.
     let tested = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETLK, &mut probe) };
