@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use prost::Message;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OpenFlags, params};
@@ -15,6 +15,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, params};
 use super::request::proto::{TimeSeries, WriteRequest};
 use tracing::warn;
 
+use crate::common::files::not_a_regular_file;
 use crate::telemetry::Backlog;
 
 /// A stored batch: whole ticks' series (or a part of one too large for one request).
@@ -127,6 +128,27 @@ fn backlog(connection: &Connection) -> rusqlite::Result<Backlog> {
     )
 }
 
+/// An error when the queue file or its `-wal` or `-shm` is something SQLite should not open: a
+/// symbolic link (the agent would write wherever it points), a named pipe (a read would wait for
+/// ever), a folder or a device. Nothing is moved: such a thing was put there by someone.
+fn refuse_what_is_no_queue_file(path: &Path) -> anyhow::Result<()> {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        let file = Path::new(&file);
+        let Ok(metadata) = std::fs::symlink_metadata(file) else { continue };
+        let what = if metadata.file_type().is_symlink() {
+            Some("a symbolic link")
+        } else {
+            not_a_regular_file(metadata.file_type())
+        };
+        if let Some(what) = what {
+            bail!("{} is {what}, not a queue file: remove it (the agent makes its queue files itself)", file.display());
+        }
+    }
+    Ok(())
+}
+
 impl Queue {
     /// Opens (or creates) the queue at `path`, creating its directory. A file that is not a
     /// SQLite database, or fails SQLite's quick integrity check (a disk fault, a bad restore),
@@ -137,6 +159,7 @@ impl Queue {
         if let Some(directory) = path.parent() {
             std::fs::create_dir_all(directory).with_context(|| format!("creating {}", directory.display()))?;
         }
+        refuse_what_is_no_queue_file(path)?;
         let damage = match Queue::open_checked(path) {
             Ok(queue) => return Ok(queue),
             Err(Opening::Failed(error)) => return Err(error),
@@ -418,8 +441,34 @@ mod tests {
         // A directory in the queue's place is not damage: an error, and nothing moves.
         let blocked = directory.path().join("blocked.sqlite3");
         std::fs::create_dir(&blocked).unwrap();
-        assert!(Queue::open(&blocked).is_err());
+        let error = Queue::open(&blocked).unwrap_err().to_string();
+        assert!(
+            error.ends_with(
+                "blocked.sqlite3 is a directory, not a queue file: remove it (the agent makes its queue files itself)"
+            ),
+            "{error}"
+        );
         assert!(blocked.is_dir());
+    }
+
+    #[test]
+    fn a_link_or_a_named_pipe_in_a_queue_files_place_is_refused_and_left_alone() {
+        let directory = tempfile::tempdir().unwrap();
+        // A link to a file the agent may write: not followed, the file untouched.
+        let precious = directory.path().join("precious.txt");
+        std::fs::write(&precious, "keep me").unwrap();
+        let linked = directory.path().join("linked.sqlite3");
+        std::os::unix::fs::symlink(&precious, &linked).unwrap();
+        let error = Queue::open(&linked).unwrap_err().to_string();
+        assert!(error.contains("linked.sqlite3 is a symbolic link, not a queue file"), "{error}");
+        assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me");
+        // A named pipe as the -wal file: an error at once, where SQLite's read would wait for ever.
+        let piped = directory.path().join("piped.sqlite3");
+        let fifo = std::ffi::CString::new(format!("{}-wal", piped.display())).unwrap();
+        // SAFETY: mkfifo reads a NUL-terminated path this frame owns.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let error = Queue::open(&piped).unwrap_err().to_string();
+        assert!(error.contains("piped.sqlite3-wal is a named pipe (FIFO), not a queue file"), "{error}");
     }
 
     #[test]
