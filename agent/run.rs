@@ -73,7 +73,7 @@ struct Agent {
     /// When the agent started: health goes stale from here until a first snapshot.
     started_at: chrono::DateTime<Utc>,
     /// This agent's claim on `state_dir`, held until it exits.
-    _instance_lock: InstanceLock,
+    instance_lock: InstanceLock,
 }
 
 impl Agent {
@@ -120,7 +120,7 @@ impl Agent {
             watchdog: Watchdog::default(),
             reload_watchdog: Watchdog::default(),
             started_at: Utc::now(),
-            _instance_lock: instance_lock,
+            instance_lock,
         };
         agent.watch_for_staleness(&config);
         Ok(agent)
@@ -200,6 +200,21 @@ impl Agent {
                 return Err(message);
             }
         };
+        // A new state_dir is claimed before anything moves to it; the old one is let go once the
+        // new outlets run on the new one.
+        let new_lock = if new.state_dir == old.state_dir {
+            None
+        } else {
+            match InstanceLock::acquire(&new.state_dir) {
+                Ok(lock) => Some(lock),
+                Err(refused) => {
+                    let message = format!("{refused:#}");
+                    error!(error = %message, "reload refused: the new agent.state_dir cannot be taken; running on as before");
+                    self.telemetry.record_reload(false, Utc::now());
+                    return Err(message);
+                }
+            }
+        };
         if (new.scrape_listen, new.enable_reload) != (old.scrape_listen, old.enable_reload) {
             warn!("the [scrape] table changed; it takes effect when the agent restarts");
         }
@@ -207,7 +222,12 @@ impl Agent {
         // In force before the new outlets start, so their first figures land on their own entries.
         self.put_in_force(&new);
         match Outlets::start(&new, &self.telemetry, &self.stop) {
-            Ok(started) => self.outlets = started,
+            Ok(started) => {
+                self.outlets = started;
+                if let Some(lock) = new_lock {
+                    self.instance_lock = lock;
+                }
+            }
             Err(refused) => {
                 let message = format!("{refused:#}");
                 error!(error = %message, "reload refused: the new outlets would not start; running on as before");

@@ -105,6 +105,48 @@ fn post_reload_answers_how_it_went() {
 }
 
 #[test]
+fn a_reload_to_another_state_dir_moves_the_agents_claim_or_is_refused() {
+    let site = site_with_transactions();
+    let port = free_port();
+    let text = |state_dir: &str, port: u16| {
+        format!(
+            "[source]\ndatabase = \"app.sqlite3\"\n[schedule]\ninterval = \"300ms\"\n[agent]\nstate_dir = \"{state_dir}\"\n\
+             [scrape]\nlisten = \"127.0.0.1:{port}\"\nenable_reload = true\n"
+        )
+    };
+    let config = site.write_config("config.toml", &text("one", port));
+    let agent = Running::start(&config, port);
+    let pid = agent.child.id();
+    let claimed = |state_dir: &str| {
+        let output = run_agent(&site.write_config("probe.toml", &text(state_dir, 9)), &["check"]);
+        stdout(&output).contains(&format!("in use by a running agent (pid {pid})"))
+    };
+    assert!(claimed("one"));
+    let post = || {
+        let response = reqwest::blocking::Client::new().post(agent.url("/-/reload")).send().unwrap();
+        (response.status().as_u16(), response.text().unwrap())
+    };
+    site.write_config("config.toml", &text("two", port));
+    assert_eq!(post(), (200, "reloaded\n".to_owned()));
+    assert!(!claimed("one"), "the old state_dir is let go");
+    assert!(claimed("two"), "the new one is held");
+
+    // A state_dir another agent holds: the reload is refused and the claim stays where it was.
+    let other_port = free_port();
+    let other = Running::start(&site.write_config("other.toml", &text("three", other_port)), other_port);
+    site.write_config("config.toml", &text("three", port));
+    let (status, body) = post();
+    assert_eq!(status, 500, "{body}");
+    let expected = format!("another agent (pid {}) is running on agent.state_dir", other.child.id());
+    assert!(body.contains(&expected), "{body}");
+    assert!(claimed("two"));
+    for running in [agent, other] {
+        let (status, log) = running.terminate();
+        assert_eq!(status.code(), Some(0), "{log}");
+    }
+}
+
+#[test]
 fn a_remote_write_target_that_stays_keeps_its_backlog() {
     let site = site_with_transactions();
     let port = free_port();
