@@ -42,7 +42,14 @@ const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Runs until `shutdown` resolves (SIGTERM or SIGINT in the binary), then stops cleanly.
 /// SIGHUP re-reads the config; a config that fails validation is refused and the agent goes on.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let mut agent = Agent::start(config).await?;
+    tokio::pin!(shutdown);
+    let mut agent = tokio::select! {
+        started = Agent::start(config) => started?,
+        () = &mut shutdown => {
+            info!("stopped before the start had finished (opening the queues)");
+            return Ok(());
+        }
+    };
     let outcome = agent.run_until(shutdown).await;
     agent.stop().await;
     outcome
@@ -102,7 +109,14 @@ impl Agent {
         }
         tasks.spawn(forward_hangups(reload_sender, stop.clone())?);
 
-        let outlets = Outlets::start(&config, &telemetry, &stop)?;
+        // Opening a queue checks it, which takes seconds on a big one: off the runtime's threads,
+        // so that a SIGTERM meanwhile is seen.
+        let outlets = {
+            let (config, telemetry, stop) = (config.clone(), telemetry.clone(), stop.clone());
+            tokio::task::spawn_blocking(move || Outlets::start(&config, &telemetry, &stop))
+                .await
+                .context("opening the outlets")??
+        };
         let (tick_sender, ticks) = mpsc::channel(1);
         let ticker = Ticker::start(&config, config.run_on_start, tick_sender.clone(), &stop);
         info!(config = %config.path.display(), database = %config.source.database.shown(), schedule = %config.schedule, "agent started");
