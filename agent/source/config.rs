@@ -63,6 +63,34 @@ pub struct ServerConfig {
     pub(crate) root_certificates: Option<Vec<u8>>,
 }
 
+/// What is wrong with a `source.database` that names no file and is no server URL the agent
+/// reads, when it looks meant for a server: a URL of another (or mistyped) scheme, or libpq's
+/// `key=value` form.
+fn no_path_nor_url(text: &str) -> Option<String> {
+    const WANTED: &str = "a SQLite file's path, or a PostgreSQL server's URL: postgres://USER@HOST:PORT/DBNAME \
+                          (lower case), the password in source.password_file";
+    let keys = ["host=", "hostaddr=", "dbname=", "user=", "password=", "port=", "sslmode="];
+    if text.split_whitespace().any(|word| keys.iter().any(|key| word.starts_with(key))) {
+        return Some(format!("is libpq's key=value form, which the agent does not read: write {WANTED}"));
+    }
+    let scheme = text.split_once(':').map(|(scheme, _)| scheme)?;
+    let is_scheme = !scheme.is_empty()
+        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c));
+    is_scheme.then(|| format!("starts with {scheme:?}, a scheme the agent does not read: write {WANTED}"))
+}
+
+/// Whether every host of `connect` is this machine (a Unix socket or a loopback address), where
+/// no one else can answer in the server's place.
+fn only_this_machine(connect: &tokio_postgres::Config) -> bool {
+    connect.get_hosts().iter().all(|host| match host {
+        tokio_postgres::config::Host::Tcp(name) => {
+            name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|address| address.is_loopback())
+        }
+        tokio_postgres::config::Host::Unix(_) => true,
+    })
+}
+
 /// The names of the Django tables the agent reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tables {
@@ -189,7 +217,12 @@ impl RawSource {
             Some(database) => {
                 self.refuse_server_keys(problems);
                 let resolved = base.join(database.get_ref());
-                if !resolved.exists() {
+                if !resolved.exists()
+                    && let Some(mistake) = no_path_nor_url(database.get_ref())
+                {
+                    // Not echoed: what was meant for a server may hold its password.
+                    problems.at(database, "source.database", mistake);
+                } else if !resolved.exists() {
                     problems.at(
                         database,
                         "source.database",
@@ -319,6 +352,20 @@ impl RawSource {
             }
             Some(pem)
         });
+        if connect.get_password().is_some()
+            && matches!(sslmode, SslMode::Prefer | SslMode::Disable)
+            && !only_this_machine(&connect)
+        {
+            problems.warn(
+                "source.sslmode",
+                format_args!(
+                    "{:?}: the server is not verified, so whoever answers at its address could ask for the password \
+                     in plain text and get it; set sslmode = \"verify-full\" (with sslrootcert), or \"require\" (the \
+                     password then goes only into SCRAM bound to the TLS channel)",
+                    sslmode.name()
+                ),
+            );
+        }
         let shown = shown_server(&connect);
         ServerConfig { connect, shown, sslmode, root_certificates }
     }
@@ -373,5 +420,34 @@ impl RawSource {
                 ),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_is_meant_for_a_server_but_no_url_the_agent_reads_is_told_without_its_password() {
+        let libpq = no_path_nor_url("host=db port=5432 user=agent password=Str0ng-pass dbname=app").unwrap();
+        assert!(libpq.starts_with("is libpq's key=value form") && !libpq.contains("Str0ng"), "{libpq}");
+        for mistyped in ["postgres:/agent:pw@db/app", "postgress://agent:pw@db/app", "POSTGRES://agent:pw@db/app"] {
+            let said = no_path_nor_url(mistyped).unwrap();
+            assert!(said.contains("a scheme the agent does not read") && !said.contains("pw"), "{said}");
+        }
+        for path in ["app.sqlite3", "/var/lib/app/db.sqlite3", "./my db.sqlite3"] {
+            assert_eq!(no_path_nor_url(path), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn only_loopback_and_unix_sockets_are_this_machine() {
+        let parse = |url: &str| url.parse::<tokio_postgres::Config>().unwrap();
+        assert!(only_this_machine(&parse("postgres://a@127.0.0.1/b")));
+        assert!(only_this_machine(&parse("postgres://a@localhost/b")));
+        assert!(only_this_machine(&parse("postgres://a@[::1]/b")));
+        assert!(only_this_machine(&parse("postgres://a@%2Fvar%2Frun%2Fpostgresql/b")));
+        assert!(!only_this_machine(&parse("postgres://a@db.internal/b")));
+        assert!(!only_this_machine(&parse("postgres://a@127.0.0.1,10.0.0.5/b")));
     }
 }

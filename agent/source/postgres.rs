@@ -18,6 +18,7 @@ use anyhow::{Context, anyhow, bail};
 use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
+use tokio_postgres::config::ChannelBinding;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, IsolationLevel};
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -28,6 +29,7 @@ use super::read::RawCounts;
 use super::tls;
 use super::tls::SslMode;
 use super::window::{FUTURE_AFTER, REQUIRED_COLUMNS, WindowRead, table_name};
+use super::window_count::NOT_AN_ID;
 use crate::common::backoff::Backoff;
 use crate::common::django_time::local_clock_minus;
 use crate::common::escape::with_causes;
@@ -150,16 +152,22 @@ impl PostgresSource {
         };
         let outcome = match tokio::time::timeout(timeout, attempt).await {
             Ok(outcome) => outcome,
-            Err(_) => Err(anyhow!(
-                "the read ran past source.timeout ({}); the query was cancelled",
-                humantime::format_duration(timeout)
-            )),
-        };
-        if outcome.is_err() {
-            // A connection in an unknown state is not kept: the next tick makes a new one.
-            if let Some(connection) = state.connection.take() {
-                self.cancel_query(&connection);
+            Err(_) => {
+                // Cut off mid-way, the connection is in an unknown state: its query is cancelled
+                // and it is not kept; the next tick makes a new one.
+                if let Some(connection) = state.connection.take() {
+                    self.cancel_query(&connection);
+                }
+                Err(anyhow!(
+                    "the read ran past source.timeout ({}); the query was cancelled",
+                    humantime::format_duration(timeout)
+                ))
             }
+        };
+        // After an error the server answered (a lock timeout, a revoked grant) the transaction
+        // was rolled back and the connection is kept: no new login every tick.
+        if state.connection.as_ref().is_some_and(|connection| connection.client.is_closed()) {
+            state.connection = None;
         }
         outcome.with_context(|| format!("reading {} (source.database)", self.server.shown))
     }
@@ -207,19 +215,33 @@ impl PostgresSource {
             Some(theirs) => format!("{theirs} {ours}"),
             None => ours,
         };
-        connect
-            .options(options)
-            .application_name("apimetrics-agent")
-            .connect_timeout(CONNECT_TIMEOUT.min(self.config.timeout))
-            .ssl_mode(match self.server.sslmode {
-                SslMode::Disable => tokio_postgres::config::SslMode::Disable,
-                SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
-                SslMode::Require | SslMode::VerifyFull => tokio_postgres::config::SslMode::Require,
-            });
+        // Logging in, not only the TCP connect, is bounded: a server that accepts and never
+        // answers (a stopped postmaster) fails the connect, which then backs off.
+        let login_limit = CONNECT_TIMEOUT.min(self.config.timeout * 3 / 4);
+        connect.options(options).application_name("apimetrics-agent").connect_timeout(login_limit).ssl_mode(match self
+            .server
+            .sslmode
+        {
+            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            SslMode::Require | SslMode::VerifyFull => tokio_postgres::config::SslMode::Require,
+        });
+        if self.server.sslmode == SslMode::Require {
+            // The server is not verified: the password goes only into SCRAM bound to this TLS
+            // channel, never in plain text or as MD5 to whoever answers.
+            connect.channel_binding(ChannelBinding::Require);
+        }
         let tls = tls::client_config(self.server.sslmode, self.server.root_certificates.as_deref())?;
-        let (client, connection) = connect
-            .connect(MakeRustlsConnect::new(tls))
+        let (client, connection) = tokio::time::timeout(login_limit, connect.connect(MakeRustlsConnect::new(tls)))
             .await
+            .map_err(|_| {
+                anyhow!(
+                    "cannot connect to {}: no answer within {} while logging in (is the server stopped or \
+                     overloaded?)",
+                    self.server.shown,
+                    humantime::format_duration(login_limit)
+                )
+            })?
             .map_err(|error| anyhow!("cannot connect to {}: {}", self.server.shown, describe(&error, &self.server)))?;
         let server = self.server.shown.clone();
         let task = tokio::spawn(async move {
@@ -262,16 +284,33 @@ impl PostgresSource {
         }
         .map_err(|error| anyhow!(describe(&error, &self.server)))?;
         let mut counts = RawCounts::default();
+        let unreadable =
+            |table: &str, error: tokio_postgres::Error| anyhow!("reading {table}: {}", with_causes("", &error));
         for row in rows {
-            let (api_id, status_id, n_rows, n_in_future): (i64, i64, i64, i64) =
-                (row.get(0), row.get(1), row.get(2), row.get(3));
-            counts.by_ids.insert((api_id, status_id), n_rows as u64);
+            let read = || -> Result<_, tokio_postgres::Error> {
+                let ids: (Option<i64>, Option<i64>) = (row.try_get(0)?, row.try_get(1)?);
+                Ok((ids, row.try_get::<_, i64>(2)?, row.try_get::<_, i64>(3)?))
+            };
+            let ((api_id, status_id), n_rows, n_in_future) =
+                read().map_err(|error| unreadable(&tables.transaction, error))?;
+            // A NULL key names no row: its transactions count as orphaned, as with SQLite.
+            let key = (api_id.unwrap_or(NOT_AN_ID), status_id.unwrap_or(NOT_AN_ID));
+            *counts.by_ids.entry(key).or_default() += n_rows as u64;
             counts.n_rows_in_future += n_in_future as u64;
         }
         for (role, names) in [("api", &mut counts.apis), ("status", &mut counts.statuses)] {
-            let query = format!("SELECT id::bigint, name FROM {}", quoted(table_name(tables, role)));
+            // Read as SQLite's are: a name that is no text as its text, NULL as "".
+            let table = table_name(tables, role);
+            let query = format!("SELECT id::bigint, coalesce(name::text, '') FROM {}", quoted(table));
             let rows = transaction.query(&query, &[]).await.map_err(|error| anyhow!(describe(&error, &self.server)))?;
-            names.extend(rows.iter().map(|row| (row.get::<_, i64>(0), row.get::<_, String>(1))));
+            for row in rows {
+                let (id, name) = (row.try_get::<_, Option<i64>>(0), row.try_get::<_, String>(1));
+                match (id, name) {
+                    (Ok(Some(id)), Ok(name)) => names.push((id, name)),
+                    (Ok(None), _) => {}
+                    (Err(error), _) | (_, Err(error)) => return Err(unreadable(table, error)),
+                }
+            }
         }
         transaction.commit().await.map_err(|error| anyhow!(describe(&error, &self.server)))?;
         Ok(counts)
@@ -283,12 +322,21 @@ impl PostgresSource {
     async fn explain(&self, connection: &mut Connection) -> anyhow::Result<String> {
         let tables = &self.config.tables;
         let fail = |error: tokio_postgres::Error| anyhow!(describe(&error, &self.server));
-        let n_transactions: i64 = connection
+        // The planner's estimate: counting a big table could take longer than source.timeout.
+        let n_transactions: Option<i64> = connection
             .client
-            .query_one(&format!("SELECT count(*) FROM {}", quoted(&tables.transaction)), &[])
+            .query_one(
+                "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass($1)",
+                &[&quoted(&tables.transaction)],
+            )
             .await
             .map_err(fail)?
-            .get(0);
+            .try_get(0)
+            .ok();
+        let n_transactions = match n_transactions {
+            Some(n) if n >= 0 => format!("about {n} transactions (the planner's estimate)"),
+            _ => "transactions not yet counted by ANALYZE".to_owned(),
+        };
         let binding = self.binding(connection.time_column);
         let column = match connection.time_column {
             TimeColumn::WithTimeZone => "timestamp with time zone",
@@ -315,7 +363,7 @@ impl PostgresSource {
         }
         .map_err(fail)?;
         let mut report = format!(
-            "database {} (PostgreSQL {}) opened read-only: {n_transactions} transactions\n\
+            "database {} (PostgreSQL {}) opened read-only: {n_transactions}\n\
              {}.time_modified is {column}: {bound}\nread query: {query}\nplan:\n",
             self.server.shown, connection.version, tables.transaction
         );
@@ -489,6 +537,8 @@ fn describe(error: &tokio_postgres::Error, server: &ServerConfig) -> String {
             ": check the database's name at the end of source.database"
         } else if *code == SqlState::QUERY_CANCELED {
             ": it ran past source.timeout (the server's statement_timeout), or an administrator cancelled it"
+        } else if *code == SqlState::INSUFFICIENT_PRIVILEGE {
+            ": the agent's role needs SELECT on the three tables (README: PostgreSQL, the GRANT)"
         } else if *code == SqlState::LOCK_NOT_AVAILABLE {
             ": a migration or another lock holder kept the table; the next tick tries again"
         } else if [SqlState::ADMIN_SHUTDOWN, SqlState::CANNOT_CONNECT_NOW, SqlState::CRASH_SHUTDOWN].contains(code) {
@@ -507,6 +557,10 @@ fn describe(error: &tokio_postgres::Error, server: &ServerConfig) -> String {
             }
             None => ": the server's certificate is not signed by a CA this system trusts: set source.sslrootcert",
         }
+    } else if chain.contains("server did not use channel binding") {
+        ": with sslmode = \"require\" the server is not verified, so the agent gives the password only to SCRAM \
+         bound to the TLS channel (scram-sha-256 in pg_hba.conf, PostgreSQL 11 or later); for another method, \
+         verify the server: sslmode = \"verify-full\" with source.sslrootcert"
     } else if chain.contains("server does not support TLS") {
         ": the server does not speak TLS; set source.sslmode = \"disable\" or \"prefer\", or turn on ssl on the server"
     } else {

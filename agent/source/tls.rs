@@ -26,6 +26,16 @@ pub(crate) enum SslMode {
 impl SslMode {
     pub(crate) const CHOICES: &str = "\"disable\", \"prefer\", \"require\" or \"verify-full\"";
 
+    /// As the config writes it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
     pub(crate) fn parse(text: &str) -> Option<SslMode> {
         match text {
             "disable" => Some(SslMode::Disable),

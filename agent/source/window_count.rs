@@ -90,8 +90,9 @@ impl SeenIds {
 /// Ids below this are counted in a flat array (32 KiB) rather than a hash map.
 const DENSE_IDS: i64 = 64;
 
-/// Stands for an id that is not an integer: it names no row, so the pair counts as orphaned.
-const NOT_AN_ID: i64 = i64::MIN;
+/// Stands for an id that is not an integer (or is NULL, on any backend): it names no row, so the
+/// pair counts as orphaned.
+pub(crate) const NOT_AN_ID: i64 = i64::MIN;
 
 impl WindowCounts {
     fn new(window: &WindowBounds, seen_ids: Option<RangeInclusive<i64>>) -> WindowCounts {

@@ -1,12 +1,16 @@
 //! Against PostgreSQL: databases Django itself made and filled on the server tests/run starts,
 //! whose ORM counts the agent must print exactly; the failures an operator meets (a wrong
 //! password, no server, a role without SELECT, TLS with the wrong CA) told apart with the
-//! server's address and never the password; and a server restarted under a running agent.
+//! server's address and never the password; and a server restarted under a running agent. An
+//! impostor that asks for the password in plain text, one that never answers, and rows Django
+//! would not write (NULL keys, names that are no text) neither get the password nor stop the agent.
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 
@@ -229,4 +233,96 @@ fn a_server_restart_under_run_fails_ticks_clearly_then_recovers_by_itself() {
     assert_eq!(status, 200);
     assert!(running.log().matches("connected to the database server").count() >= 2);
     running.terminate();
+}
+
+/// A server at `port` that speaks TLS with a certificate of its own and then asks for the
+/// password in plain text, as an impostor at the server's address could; the thread returns
+/// what the client sent after that question.
+fn impostor_asking_for_the_password() -> (u16, std::thread::JoinHandle<Vec<u8>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .unwrap();
+    let thread = std::thread::spawn(move || {
+        let (mut tcp, _) = listener.accept().unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut ssl_request = [0; 8];
+        tcp.read_exact(&mut ssl_request).unwrap();
+        tcp.write_all(b"S").unwrap();
+        let mut tls = rustls::StreamOwned::new(rustls::ServerConnection::new(Arc::new(config)).unwrap(), tcp);
+        let mut length = [0; 4];
+        tls.read_exact(&mut length).unwrap();
+        let mut startup = vec![0; u32::from_be_bytes(length) as usize - 4];
+        tls.read_exact(&mut startup).unwrap();
+        // AuthenticationCleartextPassword.
+        tls.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 3]).unwrap();
+        tls.flush().unwrap();
+        let mut sent = Vec::new();
+        let _ = tls.read_to_end(&mut sent);
+        sent
+    });
+    (port, thread)
+}
+
+#[test]
+fn an_impostor_gets_no_password_and_a_silent_server_ends_the_connect() {
+    let directory = tempfile::tempdir().unwrap();
+
+    // sslmode = "require" verifies no certificate: the password goes only into SCRAM bound to
+    // the TLS channel, so a server asking for it in plain text gets nothing.
+    let (port, impostor) = impostor_asking_for_the_password();
+    let url = format!("postgres://agent@127.0.0.1:{port}/app");
+    let output = run_agent(&config(directory.path(), &url, "sslmode = \"require\"\n", ""), &["once", "--dry-run"]);
+    let said = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{said}");
+    assert!(said.contains(&format!("cannot connect to {url}")), "{said}");
+    assert!(said.contains("server did not use channel binding") && said.contains("verify-full"), "{said}");
+    let sent = impostor.join().unwrap();
+    assert!(!String::from_utf8_lossy(&sent).contains(PASSWORD), "the impostor got the password: {sent:?}");
+
+    // A server that accepts and never answers (a stopped postmaster): the login has its limit,
+    // said as such, within source.timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("postgres://agent@127.0.0.1:{}/app", silent.local_addr().unwrap().port());
+    let started = Instant::now();
+    let output = run_agent(&config(directory.path(), &url, "timeout = \"2s\"\n", ""), &["once", "--dry-run"]);
+    let said = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{said}");
+    assert!(said.contains(&format!("cannot connect to {url}: no answer within 1s 500ms while logging in")), "{said}");
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+}
+
+#[test]
+fn null_keys_and_names_that_are_no_text_are_counted_as_sqlite_counts_them() {
+    let database = TestDatabase::create("odd_rows");
+    small_database(&database);
+    // What Django would not write, but another program could: a transaction without an API,
+    // and names read through a view where one is NULL and one a number.
+    database.psql(
+        "ALTER TABLE \"apiMetrics_transaction\" ALTER COLUMN api_id DROP NOT NULL;
+         INSERT INTO \"apiMetrics_transaction\" (amount, time_created, time_modified, api_id, status_id)
+           VALUES (1, now(), now() - interval '2 hours', NULL, 1);
+         CREATE VIEW odd_api AS SELECT id, CASE WHEN id = 1 THEN NULL ELSE 42 END AS name FROM \"apiMetrics_api\";",
+    );
+    let role = database.create_reader("agent", PASSWORD, true);
+    database.psql(&format!("GRANT SELECT ON odd_api TO \"{role}\";"));
+    let directory = tempfile::tempdir().unwrap();
+    let config_path = config(directory.path(), &database.url(&role, None), "api_table = \"odd_api\"\n", "");
+    let output = run_agent(&config_path, &["once", "--dry-run"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed = stdout(&output);
+    let counts = counts_in(&printed);
+    assert_eq!(counts[&(String::new(), "Pending".to_owned())], 3, "{printed}");
+    assert_eq!(counts[&("42".to_owned(), "Failed".to_owned())], 2, "{printed}");
+    let orphaned = parse_exposition(&printed)
+        .into_iter()
+        .find(|(name, labels, _)| name == "apimetrics_agent_rows_skipped" && labels["reason"] == "orphaned")
+        .map(|(_, _, value)| value);
+    assert_eq!(orphaned, Some(1.0), "{printed}");
 }
