@@ -557,6 +557,10 @@ fn describe(error: &tokio_postgres::Error, server: &ServerConfig) -> String {
             }
             None => ": the server's certificate is not signed by a CA this system trusts: set source.sslrootcert",
         }
+    } else if chain.contains("password missing") {
+        ": the server asks for a password; put it in the file source.password_file names"
+    } else if chain.contains("Connection refused") {
+        ": is the server running and listening on that address (listen_addresses, port)?"
     } else if chain.contains("server did not use channel binding") {
         ": with sslmode = \"require\" the server is not verified, so the agent gives the password only to SCRAM \
          bound to the TLS channel (scram-sha-256 in pg_hba.conf, PostgreSQL 11 or later); for another method, \
