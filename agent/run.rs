@@ -182,7 +182,10 @@ impl Agent {
                 self.watch_for_staleness(&config);
                 self.outlets.publish(rendered, &self.telemetry).await;
             }
-            Err(error) => warn!(error = %format!("{error:#}"), "tick failed; serving the last good snapshot"),
+            Err(error) if self.telemetry.latest().is_some() => {
+                warn!(error = %format!("{error:#}"), "tick failed; serving the last good snapshot")
+            }
+            Err(error) => warn!(error = %format!("{error:#}"), "tick failed; no snapshot to serve yet"),
         }
     }
 
