@@ -1,6 +1,7 @@
 //! The integration tests, built into one binary: the agent as a user runs it, against databases
 //! made from `schema/django.sql` (and one made by Django itself), checked by what a user sees.
 
+mod alert_rules;
 mod bounded_ticks;
 mod check;
 mod cli;
