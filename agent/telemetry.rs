@@ -39,10 +39,12 @@ pub(crate) enum DropReason {
 }
 
 impl DropReason {
-    const ALL: [DropReason; 5] = [
+    /// Every reason, each shown from the start (at 0) so that a rule's `increase()` sees the first.
+    const ALL: [DropReason; 6] = [
         DropReason::ClockWentBack,
         DropReason::Corrupt,
         DropReason::OverSize,
+        DropReason::QueueWriteFailed,
         DropReason::Rejected,
         DropReason::TooOld,
     ];

@@ -526,7 +526,10 @@ fn a_batch_that_cannot_be_read_back_is_dropped_counted_and_blocks_nothing() {
         value("apimetrics_agent_remote_write_samples_dropped_total", &[("target", "central"), ("reason", reason)])
     };
     assert_eq!(dropped("corrupt"), Some(n_garbled as f64));
-    assert_eq!(dropped("rejected"), Some(0.0));
+    // Every reason is there from the start, at 0, for a rule's increase() to see its first drop.
+    for reason in ["rejected", "queue_write_failed", "too_old", "over_size", "clock_went_back"] {
+        assert_eq!(dropped(reason), Some(0.0), "{reason}");
+    }
     wait_for_reconciled(&agent, "central");
     let (status, log) = agent.terminate();
     assert_eq!(status.code(), Some(0), "{log}");
