@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::common::deadline::Watchdog;
-use crate::common::instance_lock::InstanceLock;
+use crate::common::instance_lock::{self, InstanceLock};
 use crate::config::{self, Config};
 use crate::exposition::Rendered;
 use crate::http::Failure;
@@ -219,7 +219,7 @@ impl Agent {
         };
         // A new state_dir is claimed before anything moves to it; the old one is let go once the
         // new outlets run on the new one.
-        let new_lock = if new.state_dir == old.state_dir {
+        let new_lock = if instance_lock::same_folder(&new.state_dir, &old.state_dir) {
             None
         } else {
             match InstanceLock::acquire(&new.state_dir) {

@@ -24,6 +24,9 @@ impl InstanceLock {
     /// Takes the lock on `state_dir`, creating the folder; fails naming the folder and the pid
     /// of the agent holding it.
     pub fn acquire(state_dir: &Path) -> anyhow::Result<InstanceLock> {
+        if std::fs::symlink_metadata(state_dir).is_ok() && std::fs::metadata(state_dir).is_err() {
+            bail!("agent.state_dir {} is a symbolic link that points nowhere: fix or remove it", state_dir.display());
+        }
         if let Ok(metadata) = std::fs::metadata(state_dir)
             && !metadata.is_dir()
         {
@@ -36,6 +39,14 @@ impl InstanceLock {
         std::fs::create_dir_all(state_dir)
             .with_context(|| format!("creating agent.state_dir {}", state_dir.display()))?;
         let path = state_dir.join(LOCK_FILE);
+        // Looked at before it is opened too: opening a device can have effects of its own.
+        if let Ok(metadata) = std::fs::symlink_metadata(&path)
+            && !metadata.is_file()
+            && !metadata.file_type().is_symlink()
+            && let Some(what) = not_a_regular_file(metadata.file_type())
+        {
+            bail!("{} is {what}, not the agent's lock file: remove it", path.display());
+        }
         // Not through a symbolic link (it could point at any file the agent may write) and never
         // waiting on a named pipe.
         let file = OpenOptions::new()
@@ -71,6 +82,17 @@ impl InstanceLock {
             );
         }
         Ok(InstanceLock { _file: file })
+    }
+}
+
+/// Whether `a` and `b` name the same folder however they are spelled (relative or absolute, through
+/// a link): a POSIX lock is the process's, so taking it again there and dropping the first
+/// descriptor would release both.
+pub fn same_folder(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => a == b,
     }
 }
 

@@ -129,9 +129,10 @@ fn backlog(connection: &Connection) -> rusqlite::Result<Backlog> {
 }
 
 /// An error when the queue file or its `-wal` or `-shm` is something SQLite should not open: a
-/// symbolic link (the agent would write wherever it points), a named pipe (a read would wait for
+/// symbolic link or a hard link (the agent would write into another file), a named pipe (a read would wait for
 /// ever), a folder or a device. Nothing is moved: such a thing was put there by someone.
 fn refuse_what_is_no_queue_file(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
     for suffix in ["", "-wal", "-shm"] {
         let mut file = path.as_os_str().to_owned();
         file.push(suffix);
@@ -144,6 +145,14 @@ fn refuse_what_is_no_queue_file(path: &Path) -> anyhow::Result<()> {
         };
         if let Some(what) = what {
             bail!("{} is {what}, not a queue file: remove it (the agent makes its queue files itself)", file.display());
+        }
+        if metadata.nlink() > 1 {
+            bail!(
+                "{} has other hard links ({} names): the agent would write its queue into a file that is also \
+                 elsewhere; remove this name (the agent makes its queue files itself)",
+                file.display(),
+                metadata.nlink()
+            );
         }
     }
     Ok(())
@@ -469,6 +478,14 @@ mod tests {
         assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
         let error = Queue::open(&piped).unwrap_err().to_string();
         assert!(error.contains("piped.sqlite3-wal is a named pipe (FIFO), not a queue file"), "{error}");
+        // A hard link to another file (the app's database, say): refused, the file untouched.
+        let app = directory.path().join("app.sqlite3");
+        std::fs::write(&app, "the app's own").unwrap();
+        let hard = directory.path().join("hard.sqlite3");
+        std::fs::hard_link(&app, &hard).unwrap();
+        let error = Queue::open(&hard).unwrap_err().to_string();
+        assert!(error.contains("hard.sqlite3 has other hard links (2 names)"), "{error}");
+        assert_eq!(std::fs::read_to_string(&app).unwrap(), "the app's own");
     }
 
     #[test]

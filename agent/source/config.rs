@@ -77,7 +77,11 @@ fn no_path_nor_url(text: &str) -> Option<String> {
     let is_scheme = !scheme.is_empty()
         && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
         && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c));
-    is_scheme.then(|| format!("starts with {scheme:?}, a scheme the agent does not read: write {WANTED}"))
+    is_scheme.then(|| {
+        format!(
+            "starts with {scheme:?}, a scheme the agent does not read (nor is it a file that exists): write {WANTED}"
+        )
+    })
 }
 
 /// Whether every host of `connect` is this machine (a Unix socket or a loopback address), where
@@ -85,7 +89,10 @@ fn no_path_nor_url(text: &str) -> Option<String> {
 fn only_this_machine(connect: &tokio_postgres::Config) -> bool {
     connect.get_hosts().iter().all(|host| match host {
         tokio_postgres::config::Host::Tcp(name) => {
-            name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|address| address.is_loopback())
+            name == "localhost"
+                || name
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|address| address.is_loopback() || address.is_unspecified())
         }
         tokio_postgres::config::Host::Unix(_) => true,
     })

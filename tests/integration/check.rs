@@ -107,6 +107,11 @@ fn a_state_dir_or_lock_file_that_is_something_else_is_refused_by_name() {
         "{message}"
     );
 
+    // A link that points nowhere where the folder should be.
+    std::os::unix::fs::symlink(site.directory.path().join("nowhere"), site.directory.path().join("dangling")).unwrap();
+    let message = once_on("dangling");
+    assert!(message.contains("dangling is a symbolic link that points nowhere"), "{message}");
+
     // The lock file a symbolic link to a file the agent may write: not followed, the file untouched.
     let state_dir = site.directory.path().join("linked");
     std::fs::create_dir(&state_dir).unwrap();

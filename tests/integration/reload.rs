@@ -131,6 +131,12 @@ fn a_reload_to_another_state_dir_moves_the_agents_claim_or_is_refused() {
     assert!(!claimed("one"), "the old state_dir is let go");
     assert!(claimed("two"), "the new one is held");
 
+    // The same folder spelled another way is the same claim: still held after the reload.
+    let absolute = site.directory.path().join("two");
+    site.write_config("config.toml", &text(absolute.to_str().unwrap(), port));
+    assert_eq!(post(), (200, "reloaded\n".to_owned()));
+    assert!(claimed("two"), "the same folder, spelled absolutely, is still held");
+
     // A state_dir another agent holds: the reload is refused and the claim stays where it was.
     let other_port = free_port();
     let other = Running::start(&site.write_config("other.toml", &text("three", other_port)), other_port);
