@@ -218,14 +218,12 @@ impl PostgresSource {
         // Logging in, not only the TCP connect, is bounded: a server that accepts and never
         // answers (a stopped postmaster) fails the connect, which then backs off.
         let login_limit = CONNECT_TIMEOUT.min(self.config.timeout * 3 / 4);
-        connect.options(options).application_name("apimetrics-agent").connect_timeout(login_limit).ssl_mode(match self
-            .server
-            .sslmode
-        {
+        let sslmode = match self.server.sslmode {
             SslMode::Disable => tokio_postgres::config::SslMode::Disable,
             SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
             SslMode::Require | SslMode::VerifyFull => tokio_postgres::config::SslMode::Require,
-        });
+        };
+        connect.options(options).application_name("apimetrics-agent").connect_timeout(login_limit).ssl_mode(sslmode);
         if self.server.sslmode == SslMode::Require {
             // The server is not verified: the password goes only into SCRAM bound to this TLS
             // channel, never in plain text or as MD5 to whoever answers.
