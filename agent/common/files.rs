@@ -46,6 +46,13 @@ pub(crate) fn not_a_regular_file(kind: FileType) -> Option<&'static str> {
     }
 }
 
+/// What stands at a path, as `symlink_metadata` read it, when it is not a regular file of its
+/// own name: a symbolic link (the agent would write wherever it points) or what
+/// `not_a_regular_file` says; `None` for a regular file.
+pub(crate) fn not_a_plain_file(metadata: &std::fs::Metadata) -> Option<&'static str> {
+    if metadata.file_type().is_symlink() { Some("a symbolic link") } else { not_a_regular_file(metadata.file_type()) }
+}
+
 /// The file's permission bits if every user on the machine may read it (`o+r`), for a warning
 /// about a file that holds a secret, as ssh gives about a private key.
 pub(crate) fn readable_by_everyone(path: &Path) -> Option<u32> {

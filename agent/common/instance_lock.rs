@@ -10,7 +10,7 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 
-use super::files::not_a_regular_file;
+use super::files::{not_a_plain_file, not_a_regular_file};
 
 const LOCK_FILE: &str = "agent.lock";
 
@@ -39,16 +39,16 @@ impl InstanceLock {
         std::fs::create_dir_all(state_dir)
             .with_context(|| format!("creating agent.state_dir {}", state_dir.display()))?;
         let path = state_dir.join(LOCK_FILE);
-        // Looked at before it is opened too: opening a device can have effects of its own.
+        let refused =
+            |what: &str| anyhow::anyhow!("{} is {what}, not the agent's lock file: remove it", path.display());
+        // Looked at before it is opened (opening a device can have effects of its own), and what
+        // was opened again after, for one put there in between: never through a symbolic link
+        // (it could point at any file the agent may write), never waiting on a named pipe.
         if let Ok(metadata) = std::fs::symlink_metadata(&path)
-            && !metadata.is_file()
-            && !metadata.file_type().is_symlink()
-            && let Some(what) = not_a_regular_file(metadata.file_type())
+            && let Some(what) = not_a_plain_file(&metadata)
         {
-            bail!("{} is {what}, not the agent's lock file: remove it", path.display());
+            return Err(refused(what));
         }
-        // Not through a symbolic link (it could point at any file the agent may write) and never
-        // waiting on a named pipe.
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -57,18 +57,13 @@ impl InstanceLock {
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(&path)
             .map_err(|error| match error.raw_os_error() {
-                Some(libc::ELOOP) => anyhow::anyhow!(
-                    "{} is a symbolic link: the agent's lock file must be a file of its own; remove the link",
-                    path.display()
-                ),
-                Some(libc::EISDIR) => {
-                    anyhow::anyhow!("{} is a directory, not the agent's lock file: remove it", path.display())
-                }
+                Some(libc::ELOOP) => refused("a symbolic link"),
+                Some(libc::EISDIR) => refused("a directory"),
                 _ => anyhow::Error::new(error).context(format!("opening {}", path.display())),
             })?;
         let kind = file.metadata().with_context(|| format!("reading {}", path.display()))?.file_type();
         if let Some(what) = not_a_regular_file(kind) {
-            bail!("{} is {what}, not the agent's lock file: remove it", path.display());
+            return Err(refused(what));
         }
         if let Err(error) = lock(&file, libc::F_SETLK) {
             if !matches!(error.raw_os_error(), Some(libc::EACCES | libc::EAGAIN)) {

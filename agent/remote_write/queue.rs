@@ -15,7 +15,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, params};
 use super::request::proto::{TimeSeries, WriteRequest};
 use tracing::warn;
 
-use crate::common::files::not_a_regular_file;
+use crate::common::files::not_a_plain_file;
 use crate::telemetry::Backlog;
 
 /// A stored batch: whole ticks' series (or a part of one too large for one request).
@@ -138,12 +138,7 @@ fn refuse_what_is_no_queue_file(path: &Path) -> anyhow::Result<()> {
         file.push(suffix);
         let file = Path::new(&file);
         let Ok(metadata) = std::fs::symlink_metadata(file) else { continue };
-        let what = if metadata.file_type().is_symlink() {
-            Some("a symbolic link")
-        } else {
-            not_a_regular_file(metadata.file_type())
-        };
-        if let Some(what) = what {
+        if let Some(what) = not_a_plain_file(&metadata) {
             bail!("{} is {what}, not a queue file: remove it (the agent makes its queue files itself)", file.display());
         }
         if metadata.nlink() > 1 {
