@@ -224,20 +224,15 @@ impl RawSource {
             Some(database) => {
                 self.refuse_server_keys(problems);
                 let resolved = base.join(database.get_ref());
-                if !resolved.exists()
-                    && let Some(mistake) = no_path_nor_url(database.get_ref())
-                {
-                    // Not echoed: what was meant for a server may hold its password.
-                    problems.at(database, "source.database", mistake);
-                } else if !resolved.exists() {
-                    problems.at(
-                        database,
-                        "source.database",
-                        format_args!(
+                if !resolved.exists() {
+                    // What was meant for a server is not echoed: it may hold the password.
+                    let mistake = no_path_nor_url(database.get_ref()).unwrap_or_else(|| {
+                        format!(
                             "no such file {:?} (the agent never creates it: point it at the Django app's SQLite database)",
                             resolved.display().to_string()
-                        ),
-                    );
+                        )
+                    });
+                    problems.at(database, "source.database", mistake);
                 } else if let Err(error) = refuse_what_is_no_readable_file(&resolved) {
                     problems.at(database, "source.database", error);
                 }

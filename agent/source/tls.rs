@@ -37,13 +37,9 @@ impl SslMode {
     }
 
     pub(crate) fn parse(text: &str) -> Option<SslMode> {
-        match text {
-            "disable" => Some(SslMode::Disable),
-            "prefer" => Some(SslMode::Prefer),
-            "require" => Some(SslMode::Require),
-            "verify-full" => Some(SslMode::VerifyFull),
-            _ => None,
-        }
+        [SslMode::Disable, SslMode::Prefer, SslMode::Require, SslMode::VerifyFull]
+            .into_iter()
+            .find(|mode| mode.name() == text)
     }
 }
 
