@@ -89,9 +89,6 @@ fn one_agent_per_state_dir_and_a_killed_one_leaves_nothing_to_clean_up() {
 #[test]
 fn a_state_dir_or_lock_file_that_is_something_else_is_refused_by_name() {
     let site = site_with_transactions();
-    let make_fifo = |path: &std::path::Path| {
-        assert!(std::process::Command::new("mkfifo").arg(path).status().unwrap().success());
-    };
     let once_on = |state_dir: &str| {
         let config = site.config("15s", &format!("[agent]\nstate_dir = \"{state_dir}\"\n{}", remote_write_to(9)));
         let output = run_agent(&config, &["once"]);
@@ -100,7 +97,7 @@ fn a_state_dir_or_lock_file_that_is_something_else_is_refused_by_name() {
     };
 
     // A named pipe where the folder should be: said so, not "File exists".
-    make_fifo(&site.directory.path().join("pipe"));
+    mkfifo(&site.directory.path().join("pipe"));
     let message = once_on("pipe");
     assert!(
         message.contains("agent.state_dir ") && message.contains("pipe is a named pipe (FIFO), not a folder"),
@@ -125,7 +122,7 @@ fn a_state_dir_or_lock_file_that_is_something_else_is_refused_by_name() {
     // A named pipe and a folder in its place: named, and the agent does not hang on the pipe.
     let state_dir = site.directory.path().join("piped");
     std::fs::create_dir(&state_dir).unwrap();
-    make_fifo(&state_dir.join("agent.lock"));
+    mkfifo(&state_dir.join("agent.lock"));
     let message = once_on("piped");
     assert!(message.contains("piped/agent.lock is a named pipe (FIFO), not the agent's lock file"), "{message}");
     let state_dir = site.directory.path().join("foldered");
