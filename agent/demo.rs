@@ -32,7 +32,7 @@ pub async fn run(config_path: &Path, shutdown: impl Future<Output = ()>) -> anyh
     let config = config::load(config_path)?;
     let same_file = match &config.source.database {
         Database::Sqlite(path) => std::fs::canonicalize(path).ok() == std::fs::canonicalize(&database).ok(),
-        Database::Postgres(_) => false,
+        Database::Postgres(_) | Database::Mysql(_) => false,
     };
     if !same_file {
         bail!(

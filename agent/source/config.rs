@@ -1,5 +1,5 @@
-//! The `[source]` table: which Django database to read (a SQLite file, or a PostgreSQL server by
-//! URL), how far back, in which time zone, and under which table names.
+//! The `[source]` table: which Django database to read (a SQLite file, or a PostgreSQL, MySQL or
+//! MariaDB server by URL), how far back, in which time zone, and under which table names.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,6 +9,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::database_file::refuse_what_is_no_readable_file;
+use super::mysql_url::{self, MysqlServer};
 use super::tls::{SslMode, root_store};
 use crate::common::escape::percent_decoded;
 use crate::common::files::read_regular_file;
@@ -38,6 +39,8 @@ pub enum Database {
     Sqlite(PathBuf),
     /// A PostgreSQL server.
     Postgres(Box<ServerConfig>),
+    /// A MySQL or MariaDB server.
+    Mysql(Box<MysqlServer>),
 }
 
 impl Database {
@@ -46,6 +49,7 @@ impl Database {
         match self {
             Database::Sqlite(path) => path.display().to_string(),
             Database::Postgres(server) => server.shown.clone(),
+            Database::Mysql(server) => server.shown.clone(),
         }
     }
 }
@@ -67,8 +71,8 @@ pub struct ServerConfig {
 /// reads, when it looks meant for a server: a URL of another (or mistyped) scheme, or libpq's
 /// `key=value` form.
 fn no_path_nor_url(text: &str) -> Option<String> {
-    const WANTED: &str = "a SQLite file's path, or a PostgreSQL server's URL: postgres://USER@HOST:PORT/DBNAME \
-                          (lower case), the password in source.password_file";
+    const WANTED: &str = "a SQLite file's path, or a server's URL: postgres://USER@HOST:PORT/DBNAME or \
+                          mysql://USER@HOST:PORT/DBNAME (lower case), the password in source.password_file";
     let keys = ["host=", "hostaddr=", "dbname=", "user=", "password=", "port=", "sslmode="];
     if text.split_whitespace().any(|word| keys.iter().any(|key| word.starts_with(key))) {
         return Some(format!("is libpq's key=value form, which the agent does not read: write {WANTED}"));
@@ -150,9 +154,14 @@ pub(crate) struct RawSource {
     sslrootcert: Option<Spanned<String>>,
 }
 
-/// Whether `source.database` names a server rather than a SQLite file.
-fn is_server_url(text: &str) -> bool {
+/// Whether `source.database` names a PostgreSQL server.
+fn is_postgres_url(text: &str) -> bool {
     ["postgres://", "postgresql://"].iter().any(|scheme| text.starts_with(scheme))
+}
+
+/// Whether `source.database` names a MySQL or MariaDB server.
+fn is_mysql_url(text: &str) -> bool {
+    mysql_url::SCHEMES.iter().any(|scheme| text.starts_with(scheme))
 }
 
 /// `url` without its `sslmode` and `sslrootcert` query parameters (tokio-postgres knows neither
@@ -217,9 +226,13 @@ impl RawSource {
                 );
                 Database::Sqlite(PathBuf::new())
             }
-            Some(url) if is_server_url(url.get_ref()) => {
+            Some(url) if is_postgres_url(url.get_ref()) => {
                 self.refuse_sqlite_keys(problems);
                 Database::Postgres(Box::new(self.server(problems, url, base)))
+            }
+            Some(url) if is_mysql_url(url.get_ref()) => {
+                self.refuse_sqlite_keys(problems);
+                Database::Mysql(Box::new(self.mysql_server(problems, url, base)))
             }
             Some(database) => {
                 self.refuse_server_keys(problems);
@@ -302,18 +315,88 @@ impl RawSource {
         if connect.get_dbname().is_none() {
             problems.at(url, "source.database", "names no database: end the URL with /DBNAME");
         }
-        if let Some(password) = connect.get_password() {
-            let password = Secret::new(String::from_utf8_lossy(password).into_owned());
-            warn_if_weak(problems, "source.database", &password);
+        let in_url = connect.get_password().map(|password| Secret::new(String::from_utf8_lossy(password).into_owned()));
+        if let Some(password) = self.password(problems, in_url.as_ref(), base) {
+            connect.password(password.expose());
+        }
+        let (sslmode, root_certificates) = self.tls(problems, url, (url_sslmode, url_root), base);
+        if connect.get_password().is_some()
+            && matches!(sslmode, SslMode::Prefer | SslMode::Disable)
+            && !only_this_machine(&connect)
+        {
+            problems.warn(
+                "source.sslmode",
+                format_args!(
+                    "{:?}: the server is not verified, so whoever answers at its address could ask for the password \
+                     in plain text and get it; set sslmode = \"verify-full\" (with sslrootcert), or \"require\" (the \
+                     password then goes only into SCRAM bound to the TLS channel)",
+                    sslmode.name()
+                ),
+            );
+        }
+        let shown = shown_server(&connect);
+        ServerConfig { connect, shown, sslmode, root_certificates }
+    }
+
+    /// The MySQL or MariaDB server `url` names, with `password_file`, `sslmode` and `sslrootcert`.
+    fn mysql_server(&self, problems: &mut Problems<'_>, url: &Spanned<String>, base: &Path) -> MysqlServer {
+        let parsed = mysql_url::parse(url.get_ref()).unwrap_or_else(|mistake| {
+            problems.at(url, "source.database", format_args!("{:?} {mistake}", without_credentials(url.get_ref())));
+            mysql_url::MysqlUrl::default()
+        });
+        let in_url = parsed.password.clone().map(Secret::new);
+        let password = self.password(problems, in_url.as_ref(), base);
+        let tls_in_url = (parsed.sslmode.clone(), parsed.sslrootcert.clone());
+        let (sslmode, root_certificates) = self.tls(problems, url, tls_in_url, base);
+        let server = MysqlServer {
+            shown: parsed.shown(),
+            host: parsed.host,
+            port: parsed.port,
+            user: parsed.user,
+            password,
+            database: parsed.database,
+            sslmode,
+            root_certificates,
+        };
+        if server.password.is_some() && sslmode != SslMode::VerifyFull && !server.is_this_machine() {
+            problems.warn(
+                "source.sslmode",
+                format_args!(
+                    "{:?}: the server is not verified, so whoever answers at its address could ask for the password \
+                     (MySQL's caching_sha2_password sends it whole) and get it; set sslmode = \"verify-full\" \
+                     (with sslrootcert)",
+                    sslmode.name()
+                ),
+            );
+        }
+        server
+    }
+
+    /// The password: the URL's (`in_url`) or `password_file`'s, never both.
+    fn password(&self, problems: &mut Problems<'_>, in_url: Option<&Secret>, base: &Path) -> Option<Secret> {
+        if let Some(password) = in_url {
+            warn_if_weak(problems, "source.database", password);
             if let Some(file) = &self.password_file {
                 problems.at(file, "source.password_file", "the URL holds a password already: keep one of the two");
             }
-        } else if let Some(file) = &self.password_file
-            && let Some(password) = read_secret(problems, "source.password_file", file, &base.join(file.get_ref()))
-        {
-            warn_if_weak(problems, "source.password_file", &password);
-            connect.password(password.expose());
+            return Some(password.clone());
         }
+        let file = self.password_file.as_ref()?;
+        let password = read_secret(problems, "source.password_file", file, &base.join(file.get_ref()))?;
+        warn_if_weak(problems, "source.password_file", &password);
+        Some(password)
+    }
+
+    /// `sslmode` and the CA certificates of `sslrootcert`, from the keys or the URL's own
+    /// parameters (`in_url`), never both.
+    fn tls(
+        &self,
+        problems: &mut Problems<'_>,
+        url: &Spanned<String>,
+        in_url: (Option<String>, Option<String>),
+        base: &Path,
+    ) -> (SslMode, Option<Vec<u8>>) {
+        let (url_sslmode, url_root) = in_url;
         let sslmode = match (&self.sslmode, url_sslmode) {
             (Some(key), Some(_)) => {
                 problems.at(key, "source.sslmode", "the URL sets sslmode already: keep one of the two");
@@ -354,22 +437,7 @@ impl RawSource {
             }
             Some(pem)
         });
-        if connect.get_password().is_some()
-            && matches!(sslmode, SslMode::Prefer | SslMode::Disable)
-            && !only_this_machine(&connect)
-        {
-            problems.warn(
-                "source.sslmode",
-                format_args!(
-                    "{:?}: the server is not verified, so whoever answers at its address could ask for the password \
-                     in plain text and get it; set sslmode = \"verify-full\" (with sslrootcert), or \"require\" (the \
-                     password then goes only into SCRAM bound to the TLS channel)",
-                    sslmode.name()
-                ),
-            );
-        }
-        let shown = shown_server(&connect);
-        ServerConfig { connect, shown, sslmode, root_certificates }
+        (sslmode, root_certificates)
     }
 
     /// Keys only SQLite has are refused with a server: its readers never wait on the app's

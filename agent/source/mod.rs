@@ -1,5 +1,5 @@
-//! The Django app's database, read-only: a SQLite file (`sqlite`) or a PostgreSQL server
-//! (`postgres`), each behind `Source`, which a tick asks for the window's counts by (api_id,
+//! The Django app's database, read-only: a SQLite file (`sqlite`), a PostgreSQL server
+//! (`postgres`) or a MySQL or MariaDB server (`mysql`), each behind `Source`, which a tick asks for the window's counts by (api_id,
 //! status_id) with the names of those ids. Names are joined and zero-filled by the snapshot, the
 //! same way for every backend.
 //!
@@ -8,6 +8,9 @@
 
 pub mod config;
 mod database_file;
+mod kept;
+mod mysql;
+pub(crate) mod mysql_url;
 mod postgres;
 mod read;
 mod side_files;
@@ -21,6 +24,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 
 use self::config::{Database, SourceConfig};
+use self::mysql::MysqlSource;
 use self::postgres::PostgresSource;
 pub use self::read::{RawCounts, read_counts};
 pub(crate) use self::window::WindowRead;
@@ -37,6 +41,7 @@ pub(crate) enum Source {
     /// The file, and the `[source]` it is read as.
     Sqlite(PathBuf, SourceConfig),
     Postgres(Box<PostgresSource>),
+    Mysql(Box<MysqlSource>),
 }
 
 impl Source {
@@ -46,6 +51,7 @@ impl Source {
             Database::Postgres(server) => {
                 Source::Postgres(Box::new(PostgresSource::new(config.clone(), (**server).clone())))
             }
+            Database::Mysql(server) => Source::Mysql(Box::new(MysqlSource::new(config.clone(), (**server).clone()))),
         }
     }
 
@@ -63,6 +69,7 @@ impl Source {
                     .await
             }
             Source::Postgres(server) => server.read_window(now).await,
+            Source::Mysql(server) => server.read_window(now).await,
         }
     }
 
@@ -77,6 +84,7 @@ impl Source {
                     .await
             }
             Source::Postgres(server) => server.check().await,
+            Source::Mysql(server) => server.check().await,
         }
     }
 }

@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tokio_postgres::config::ChannelBinding;
@@ -25,24 +25,18 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use tracing::{debug, info, warn};
 
 use super::config::{ServerConfig, SourceConfig, Tables};
+use super::kept::{CONNECT_TIMEOUT, Kept, login_limit};
 use super::read::RawCounts;
 use super::tls;
 use super::tls::SslMode;
-use super::window::{FUTURE_AFTER, REQUIRED_COLUMNS, WindowRead, table_name};
+use super::window::{FUTURE_AFTER, REQUIRED_COLUMNS, WindowRead, naive_bounds, table_name};
 use super::window_count::NOT_AN_ID;
-use crate::common::backoff::Backoff;
-use crate::common::django_time::local_clock_minus;
 use crate::common::escape::with_causes;
 use crate::common::redact::redact_from_outside;
 
-/// The longest a connection attempt may take, whatever `source.timeout` allows.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest a statement waits for a table lock (a migration's `ALTER TABLE`), so that the
 /// agent, queued behind it, never makes the app's queries queue behind the agent.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(2);
-/// Waits between failed connection attempts: 1 s doubling to 60 s, with jitter.
-const RECONNECT_FIRST: Duration = Duration::from_secs(1);
-const RECONNECT_CAP: Duration = Duration::from_secs(60);
 
 /// One piece of work on the connection.
 type Work<'a, T> = Pin<Box<dyn Future<Output = anyhow::Result<T>> + Send + 'a>>;
@@ -51,15 +45,7 @@ type Work<'a, T> = Pin<Box<dyn Future<Output = anyhow::Result<T>> + Send + 'a>>;
 pub(crate) struct PostgresSource {
     config: SourceConfig,
     server: ServerConfig,
-    state: Mutex<State>,
-}
-
-/// The connection, if there is one, and when the next attempt to make one may start.
-struct State {
-    connection: Option<Connection>,
-    backoff: Backoff,
-    /// After a failed attempt: no new one before this, and why the last one failed.
-    waiting: Option<(Instant, String)>,
+    state: Mutex<Kept<Connection>>,
 }
 
 /// An open connection and what was learnt about the tables on it.
@@ -100,8 +86,7 @@ enum TimeColumn {
 
 impl PostgresSource {
     pub(crate) fn new(config: SourceConfig, server: ServerConfig) -> PostgresSource {
-        let state = State { connection: None, backoff: Backoff::new(RECONNECT_FIRST, RECONNECT_CAP), waiting: None };
-        PostgresSource { config, server, state: Mutex::new(state) }
+        PostgresSource { config, server, state: Mutex::new(Kept::new()) }
     }
 
     fn binding(&self, column: TimeColumn) -> Binding {
@@ -133,18 +118,19 @@ impl PostgresSource {
     /// once, at once; one that fails or overruns is dropped, to be made again next time.
     async fn bounded<T>(
         &self,
-        state: &mut State,
+        state: &mut Kept<Connection>,
         work: impl for<'a> Fn(&'a Self, &'a mut Connection) -> Work<'a, T>,
     ) -> anyhow::Result<T> {
         let timeout = self.config.timeout;
         let attempt = async {
-            let was_open = state.connection.is_some();
-            let connection = self.connected(state).await?;
+            state.forget_if(|connection| connection.client.is_closed());
+            let was_open = state.is_open();
+            let connection = state.get(self.connect()).await?;
             match work(self, connection).await {
                 Err(error) if was_open && is_closed(&error) => {
                     info!(server = %self.server.shown, "the database server closed the connection; connecting again");
-                    state.connection = None;
-                    let connection = self.connected(state).await?;
+                    state.take();
+                    let connection = state.get(self.connect()).await?;
                     work(self, connection).await
                 }
                 other => other,
@@ -155,7 +141,7 @@ impl PostgresSource {
             Err(_) => {
                 // Cut off mid-way, the connection is in an unknown state: its query is cancelled
                 // and it is not kept; the next tick makes a new one.
-                if let Some(connection) = state.connection.take() {
+                if let Some(connection) = state.take() {
                     self.cancel_query(&connection);
                 }
                 Err(anyhow!(
@@ -166,37 +152,8 @@ impl PostgresSource {
         };
         // After an error the server answered (a lock timeout, a revoked grant) the transaction
         // was rolled back and the connection is kept: no new login every tick.
-        if state.connection.as_ref().is_some_and(|connection| connection.client.is_closed()) {
-            state.connection = None;
-        }
+        state.forget_if(|connection| connection.client.is_closed());
         outcome.with_context(|| format!("reading {} (source.database)", self.server.shown))
-    }
-
-    /// The open connection, or a new one unless the backoff after a failed attempt is still on.
-    async fn connected<'a>(&self, state: &'a mut State) -> anyhow::Result<&'a mut Connection> {
-        if state.connection.as_ref().is_some_and(|connection| connection.client.is_closed()) {
-            state.connection = None;
-        }
-        if state.connection.is_none() {
-            if let Some((retry_at, reason)) = &state.waiting
-                && let Some(wait) = retry_at.checked_duration_since(Instant::now())
-            {
-                bail!("{reason}; trying again in {}", humantime::format_duration(round_up(wait)));
-            }
-            match self.connect().await {
-                Ok(connection) => {
-                    state.backoff.reset();
-                    state.waiting = None;
-                    state.connection = Some(connection);
-                }
-                Err(error) => {
-                    let wait = state.backoff.next_wait(None);
-                    state.waiting = Some((Instant::now() + wait, format!("{error:#}")));
-                    return Err(error);
-                }
-            }
-        }
-        Ok(state.connection.as_mut().expect("connected above"))
     }
 
     /// Connects, and checks the tables: each must be there, with its columns, and readable.
@@ -215,9 +172,7 @@ impl PostgresSource {
             Some(theirs) => format!("{theirs} {ours}"),
             None => ours,
         };
-        // Logging in, not only the TCP connect, is bounded: a server that accepts and never
-        // answers (a stopped postmaster) fails the connect, which then backs off.
-        let login_limit = CONNECT_TIMEOUT.min(self.config.timeout * 3 / 4);
+        let login_limit = login_limit(self.config.timeout);
         let sslmode = match self.server.sslmode {
             SslMode::Disable => tokio_postgres::config::SslMode::Disable,
             SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
@@ -427,12 +382,6 @@ fn count_query(tables: &Tables, binding: Binding) -> String {
     )
 }
 
-/// The window's start and the "in the future" bound as naive wall-clock times in `timezone`,
-/// as Django computes them with `USE_TZ = False`: the local clock's reading minus the window.
-fn naive_bounds(now: DateTime<Utc>, window: Duration, timezone: chrono_tz::Tz) -> (NaiveDateTime, NaiveDateTime) {
-    (local_clock_minus(now, window, timezone), (now + FUTURE_AFTER).with_timezone(&timezone).naive_local())
-}
-
 /// `name` as a quoted identifier: Django's table names have capitals.
 fn quoted(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -571,26 +520,9 @@ fn describe(error: &tokio_postgres::Error, server: &ServerConfig) -> String {
     format!("{chain}{tls_hint}")
 }
 
-/// `wait` rounded up to the second, for a message.
-fn round_up(wait: Duration) -> Duration {
-    Duration::from_secs(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
-
-    #[test]
-    fn without_time_zone_the_window_starts_at_the_local_clock_minus_a_day_as_django_computes_it() {
-        // 2026-03-29 is the day Europe/Berlin moves to summer time (02:00 → 03:00). At noon,
-        // Django's naive `datetime.now() - timedelta(hours=24)` reads 12:00 the day before, not
-        // 11:00 (the instant 24 h earlier).
-        let now = Utc.with_ymd_and_hms(2026, 3, 29, 10, 0, 0).unwrap();
-        let (start, future_from) = naive_bounds(now, Duration::from_secs(86_400), chrono_tz::Europe::Berlin);
-        assert_eq!(start.to_string(), "2026-03-28 12:00:00");
-        assert_eq!(future_from.to_string(), "2026-03-29 12:01:00");
-    }
 
     #[test]
     fn table_names_are_quoted_as_identifiers() {

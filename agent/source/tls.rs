@@ -80,15 +80,20 @@ pub(crate) fn client_config(sslmode: SslMode, root_certificates: Option<&[u8]>) 
 
 /// The system's CAs (Debian's ca-certificates), for "verify-full" without `sslrootcert`.
 fn system_roots() -> anyhow::Result<RootCertStore> {
-    let found = rustls_native_certs::load_native_certs();
     let mut store = RootCertStore::empty();
-    store.add_parsable_certificates(found.certs);
-    if store.is_empty() {
+    store.add_parsable_certificates(system_root_certificates()?.into_iter().map(CertificateDer::from));
+    Ok(store)
+}
+
+/// The system's CA certificates, DER-encoded; an error when there are none.
+pub(crate) fn system_root_certificates() -> anyhow::Result<Vec<Vec<u8>>> {
+    let found = rustls_native_certs::load_native_certs();
+    if found.certs.is_empty() {
         bail!(
             "sslmode \"verify-full\" without sslrootcert trusts the system's CAs, and none were found: set sslrootcert"
         );
     }
-    Ok(store)
+    Ok(found.certs.into_iter().map(|certificate| certificate.to_vec()).collect())
 }
 
 /// Accepts any certificate, still checking that the server holds its key: libpq's "prefer" and

@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, Utc};
 
 use super::config::Tables;
 use super::read::RawCounts;
+use crate::common::django_time::local_clock_minus;
 
 /// Rows dated this far past the agent's clock are counted as in the future: an app server's
 /// clock runs ahead (rows written during the tick are not).
@@ -31,5 +32,32 @@ pub(crate) fn table_name<'a>(tables: &'a Tables, role: &str) -> &'a str {
         "api" => &tables.api,
         "status" => &tables.status,
         _ => &tables.transaction,
+    }
+}
+
+/// The window's start and the "in the future" bound as naive wall-clock times in `timezone`,
+/// as Django computes them with `USE_TZ = False`: the local clock's reading minus the window.
+pub(crate) fn naive_bounds(
+    now: DateTime<Utc>,
+    window: Duration,
+    timezone: chrono_tz::Tz,
+) -> (NaiveDateTime, NaiveDateTime) {
+    (local_clock_minus(now, window, timezone), (now + FUTURE_AFTER).with_timezone(&timezone).naive_local())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn without_time_zone_the_window_starts_at_the_local_clock_minus_a_day_as_django_computes_it() {
+        // 2026-03-29 is the day Europe/Berlin moves to summer time (02:00 → 03:00). At noon,
+        // Django's naive `datetime.now() - timedelta(hours=24)` reads 12:00 the day before, not
+        // 11:00 (the instant 24 h earlier).
+        let now = Utc.with_ymd_and_hms(2026, 3, 29, 10, 0, 0).unwrap();
+        let (start, future_from) = naive_bounds(now, Duration::from_secs(86_400), chrono_tz::Europe::Berlin);
+        assert_eq!(start.to_string(), "2026-03-28 12:00:00");
+        assert_eq!(future_from.to_string(), "2026-03-29 12:01:00");
     }
 }
