@@ -125,7 +125,7 @@ impl Default for Tables {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawSource {
     /// The Django SQLite file, relative to the config file (must exist), or a server's URL:
-    /// `postgres://user@host:5432/dbname`.
+    /// `postgres://user@host:5432/dbname`, `mysql://user@host:3306/dbname` or `mariadb://…`.
     database: Option<Spanned<String>>,
     /// How far back a transaction's `time_modified` may lie to be counted.
     window: Option<Spanned<DurationText>>,
@@ -146,7 +146,7 @@ pub(crate) struct RawSource {
     /// The Transaction model's table.
     #[serde(default = "default_transaction_table")]
     transaction_table: String,
-    /// A file holding the server's password (a trailing newline is ignored); PostgreSQL only.
+    /// A file holding the server's password (a trailing newline is ignored); servers only.
     password_file: Option<Spanned<String>>,
     /// TLS to the server: "disable", "prefer" (the default), "require" or "verify-full".
     sslmode: Option<Spanned<String>>,
@@ -222,7 +222,7 @@ impl RawSource {
             None => {
                 problems.missing(
                     "source.database",
-                    "missing: name the Django app's SQLite file, or its PostgreSQL server by URL",
+                    "missing: name the Django app's SQLite file, or its server by URL",
                 );
                 Database::Sqlite(PathBuf::new())
             }

@@ -199,7 +199,17 @@ impl MysqlSource {
             }
             other => other,
         };
-        conn.map_err(|error| anyhow!("cannot connect to {}: {}", self.server.shown, describe(&error, &self.server)))
+        conn.map_err(|error| {
+            let why = match &error {
+                // Not a connection that closed: one that was never made.
+                mysql_async::Error::Io(_) if !format!("{error}").contains("Connection refused") => format!(
+                    "{}: is the host reachable, and a MySQL or MariaDB server listening on that port?",
+                    chain(&error)
+                ),
+                _ => describe(&error, &self.server),
+            };
+            anyhow!("cannot connect to {}: {why}", self.server.shown)
+        })
     }
 
     /// Connects, sets the session up (read-only, UTC, the server's own timeouts), and checks
@@ -524,6 +534,12 @@ fn is_closed(error: &mysql_async::Error) -> bool {
     }
 }
 
+/// `error` and its causes, as text from outside; mysql_async's I/O errors say "Input/output
+/// error" at two levels, and the words add nothing to the cause's own.
+fn chain(error: &mysql_async::Error) -> String {
+    redact_from_outside(&with_causes("", error).replace("Input/output error: ", ""))
+}
+
 /// What went wrong, as an operator can act on it: the server's message with a hint; never the
 /// password.
 fn describe(error: &mysql_async::Error, server: &MysqlServer) -> String {
@@ -531,7 +547,8 @@ fn describe(error: &mysql_async::Error, server: &MysqlServer) -> String {
         let hint = match db.code {
             code::ACCESS_DENIED => ": check the user in source.database and the password (source.password_file)",
             code::ACCESS_DENIED_TO_DATABASE => {
-                ": the user needs SELECT on the app's three tables (README: MySQL and MariaDB, the GRANT)"
+                ": check the database's name at the end of source.database; the user needs SELECT on the app's three \
+                 tables there (README: MySQL and MariaDB, the GRANT)"
             }
             code::BAD_DATABASE => ": check the database's name at the end of source.database",
             code::TABLE_ACCESS_DENIED => {
@@ -549,7 +566,7 @@ fn describe(error: &mysql_async::Error, server: &MysqlServer) -> String {
         // The server's words are text from outside: a message may quote what it was sent.
         return format!("{} (error {}, SQLSTATE {}){hint}", redact_from_outside(&db.message), db.code, db.state);
     }
-    let chain = redact_from_outside(&with_causes("", error));
+    let chain = chain(error);
     let hint = if chain.contains("certificate") || chain.contains("UnknownIssuer") || chain.contains("NotValidForName")
     {
         match server.root_certificates {
