@@ -7,11 +7,6 @@ use std::process::Command;
 use crate::peers::parse_exposition;
 use crate::support::*;
 
-/// The interpreter with Django installed; tests/run sets it up.
-fn python() -> String {
-    std::env::var("APIMETRICS_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned())
-}
-
 /// The `name` series of an exposition by (api, status).
 fn parse_series(exposition: &str, name: &str) -> BTreeMap<(String, String), u64> {
     parse_exposition(exposition)

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::support::{free_port, orm_counts, stderr, stdout, wait_for};
+use crate::support::{free_port, orm_counts, percent_encode, python, stderr, stdout, wait_for};
 
 /// The tables Django 5.2 creates for the apiMetrics models on PostgreSQL (`sqlmigrate` output).
 pub(crate) const POSTGRES_SCHEMA: &str = include_str!("../../schema/django-postgresql.sql");
@@ -173,21 +173,6 @@ impl Drop for TestDatabase {
         let conninfo = format!("host={} port={} user=postgres dbname=postgres", self.server.host, self.server.port);
         let _ = self.server.psql_connect(&conninfo, &sql);
     }
-}
-
-/// `text` with every byte but the URL-unreserved ones written `%XX`.
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (byte as char).to_string(),
-            _ => format!("%{byte:02X}"),
-        })
-        .collect()
-}
-
-/// The interpreter with Django and psycopg installed; tests/run sets it up.
-fn python() -> String {
-    std::env::var("APIMETRICS_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned())
 }
 
 /// Fills `database` (empty) with Django itself (tests/django/make_database.py): `migrate` makes

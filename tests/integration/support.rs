@@ -122,6 +122,21 @@ pub(crate) fn orm_counts(made: &serde_json::Value) -> std::collections::BTreeMap
         .collect()
 }
 
+/// The interpreter with Django, psycopg and PyMySQL installed; tests/run sets it up.
+pub(crate) fn python() -> String {
+    std::env::var("APIMETRICS_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+}
+
+/// `text` with every byte but the URL-unreserved ones written `%XX`.
+pub(crate) fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (byte as char).to_string(),
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
+}
+
 pub(crate) fn hours_ago(hours: f64) -> String {
     utc_text(Utc::now() - chrono::Duration::milliseconds((hours * 3_600_000.0) as i64))
 }
