@@ -220,10 +220,7 @@ impl RawSource {
     pub(crate) fn validate(self, problems: &mut Problems<'_>, base: &Path) -> SourceConfig {
         let database = match &self.database {
             None => {
-                problems.missing(
-                    "source.database",
-                    "missing: name the Django app's SQLite file, or its server by URL",
-                );
+                problems.missing("source.database", "missing: name the Django app's SQLite file, or its server by URL");
                 Database::Sqlite(PathBuf::new())
             }
             Some(url) if is_postgres_url(url.get_ref()) => {

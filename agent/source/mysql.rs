@@ -201,11 +201,17 @@ impl MysqlSource {
         };
         conn.map_err(|error| {
             let why = match &error {
-                // Not a connection that closed: one that was never made.
-                mysql_async::Error::Io(_) if !format!("{error}").contains("Connection refused") => format!(
-                    "{}: is the host reachable, and a MySQL or MariaDB server listening on that port?",
-                    chain(&error)
-                ),
+                // Not a connection that closed: one that was never made (TLS's own failures
+                // come as InvalidData, and describe explains them).
+                mysql_async::Error::Io(mysql_async::IoError::Io(io))
+                    if ![std::io::ErrorKind::ConnectionRefused, std::io::ErrorKind::InvalidData]
+                        .contains(&io.kind()) =>
+                {
+                    format!(
+                        "{}: is the host reachable, and a MySQL or MariaDB server listening on that port?",
+                        chain(&error)
+                    )
+                }
                 _ => describe(&error, &self.server),
             };
             anyhow!("cannot connect to {}: {why}", self.server.shown)

@@ -8,6 +8,7 @@ mod cli;
 mod database_states;
 mod django;
 mod logs;
+mod mariadb;
 mod mariadb_support;
 mod module_graph;
 mod no_harm;

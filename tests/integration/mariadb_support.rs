@@ -185,7 +185,6 @@ impl TestDatabase {
     }
 
     /// `mysql://user[:password]@host:port/database`, the password percent-encoded.
-    #[allow(dead_code)] // For tests/integration/mariadb.rs: the agent's config takes this URL.
     pub(crate) fn url(&self, user: &str, password: Option<&str>) -> String {
         let password = password.map(|password| format!(":{}", percent_encode(password))).unwrap_or_default();
         format!("mysql://{user}{password}@{}/{}", self.server.address(), self.name)
