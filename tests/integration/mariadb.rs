@@ -363,6 +363,31 @@ fn a_server_restart_under_run_fails_ticks_clearly_then_recovers_by_itself() {
 }
 
 #[test]
+fn names_equal_under_the_columns_collation_stay_apart_as_the_django_view_keeps_them() {
+    let database = TestDatabase::create("collation");
+    small_database(&database);
+    // Under utf8mb4_unicode_ci these equal "Mpesa Express" and FOUR_BYTE_API: a GROUP BY name in
+    // SQL would merge each pair under one of its names.
+    database.mariadb(&format!(
+        "INSERT INTO `apiMetrics_api` (id, name, description, params) VALUES (3, 'MPESA EXPRESS ', '', '{{}}'), \
+           (4, 'Lipa 🐍 na M-Pesa 🇰🇪', '', '{{}}');
+         INSERT INTO `apiMetrics_transaction` (amount, time_created, time_modified, api_id, status_id)
+           VALUES (1, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6) - INTERVAL 2 HOUR, 3, 1),
+                  (1, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6) - INTERVAL 2 HOUR, 4, 2);"
+    ));
+    assert_eq!(database.mariadb(&format!("SELECT 'Lipa 🐍 na M-Pesa 🇰🇪' = '{FOUR_BYTE_API}';")).trim(), "1");
+    let user = database.create_reader("agent", PASSWORD, true);
+    let directory = tempfile::tempdir().unwrap();
+    let output = run_agent(&config(directory.path(), &database.url(&user, None), "", ""), &["once", "--dry-run"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let counts = counts_in(&stdout(&output));
+    assert_eq!(counts[&pair("Mpesa Express", "Pending")], 3);
+    assert_eq!(counts[&pair("MPESA EXPRESS ", "Pending")], 1);
+    assert_eq!(counts[&pair(FOUR_BYTE_API, "Failed")], 2);
+    assert_eq!(counts[&pair("Lipa 🐍 na M-Pesa 🇰🇪", "Failed")], 1);
+}
+
+#[test]
 fn null_keys_and_names_that_are_no_text_are_counted_as_sqlite_counts_them() {
     let database = TestDatabase::create("odd_rows");
     small_database(&database);
