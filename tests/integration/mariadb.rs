@@ -368,13 +368,13 @@ fn names_equal_under_the_columns_collation_stay_apart_as_the_django_view_keeps_t
     small_database(&database);
     // Under utf8mb4_unicode_ci these equal "Mpesa Express" and FOUR_BYTE_API: a GROUP BY name in
     // SQL would merge each pair under one of its names.
-    database.mariadb(&format!(
-        "INSERT INTO `apiMetrics_api` (id, name, description, params) VALUES (3, 'MPESA EXPRESS ', '', '{{}}'), \
-           (4, 'Lipa 🐍 na M-Pesa 🇰🇪', '', '{{}}');
+    database.mariadb(
+        "INSERT INTO `apiMetrics_api` (id, name, description, params) VALUES (3, 'MPESA EXPRESS ', '', '{}'), \
+           (4, 'Lipa 🐍 na M-Pesa 🇰🇪', '', '{}');
          INSERT INTO `apiMetrics_transaction` (amount, time_created, time_modified, api_id, status_id)
            VALUES (1, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6) - INTERVAL 2 HOUR, 3, 1),
-                  (1, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6) - INTERVAL 2 HOUR, 4, 2);"
-    ));
+                  (1, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6) - INTERVAL 2 HOUR, 4, 2);",
+    );
     assert_eq!(database.mariadb(&format!("SELECT 'Lipa 🐍 na M-Pesa 🇰🇪' = '{FOUR_BYTE_API}';")).trim(), "1");
     let user = database.create_reader("agent", PASSWORD, true);
     let directory = tempfile::tempdir().unwrap();
