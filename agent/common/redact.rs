@@ -192,6 +192,10 @@ const SECRET_KEYS: [&str; 2] = ["password", "bearer_token"];
 /// Keys whose values are URLs, which may carry credentials (`https://user:password@host`).
 const URL_KEYS: [&str; 2] = ["url", "proxy_url"];
 
+/// Keys whose values are a file's path or a URL (`source.database`: a SQLite file, or a server's
+/// URL, which may carry its password).
+const PATH_OR_URL_KEYS: [&str; 1] = ["database"];
+
 /// Whether the value at a key path (its table keys, e.g. `["pushgateway", "basic_auth",
 /// "password"]`) may hold a secret: a password or token, basic_auth as a whole, any header's
 /// value, or a URL. Messages about such a value name its key, never the value.
@@ -213,6 +217,12 @@ pub(crate) fn without_credentials(text: &str) -> String {
             shown_url(&url)
         };
     }
+    cut_at_last_at(text)
+}
+
+/// `text` with what stands between `scheme://` (or the start) and its last `@` replaced by
+/// "<redacted>": a URL's credentials, whatever characters its password holds.
+fn cut_at_last_at(text: &str) -> String {
     let authority_start = text.find("://").map_or(0, |scheme_end| scheme_end + 3);
     match text[authority_start..].rfind('@') {
         Some(at) => format!("{}{REDACTED}{}", &text[..authority_start], &text[authority_start + at..]),
@@ -259,6 +269,13 @@ pub(crate) fn redacted_config(text: &str) -> String {
                     } else if let (true, toml::Value::String(url)) = (URL_KEYS.contains(&key.as_str()), &value) {
                         let shown = Url::parse(url).map_or_else(|_| without_credentials(url), |url| shown_url(&url));
                         *value = toml::Value::String(shown);
+                    } else if let toml::Value::String(url) = &value
+                        && PATH_OR_URL_KEYS.contains(&key.as_str())
+                        && url.contains("://")
+                    {
+                        // A database server's password may hold `?`, `#` or `/`, which a URL
+                        // parser would take for what follows the host.
+                        *value = toml::Value::String(cut_at_last_at(url));
                     } else {
                         redact(value, key == "headers");
                     }
@@ -297,6 +314,19 @@ mod tests {
             redacted_config("[[remote_write]]\nurl = \"https://u:pw@r/w\"\nproxy_url = \"http://p:s3@proxy:3128\"\n");
         assert!(!shown.contains("pw@") && !shown.contains("s3@"), "{shown}");
         assert!(shown.contains("https://<redacted>@r/w") && shown.contains("http://<redacted>@proxy:3128/"), "{shown}");
+        // A server's URL as source.database, whatever its password's length or encoding; a
+        // SQLite path is shown as written.
+        for (url, password) in [
+            ("mariadb://agent:Rt%2DSecr3t%2dPassw0rd@db:3306/pay", "Secr3t"),
+            ("mysql://agent:Xq7@db/pay", "Xq7"),
+            ("postgres://agent:p%40ss@db/pay", "p%40ss"),
+            ("mysql://agent:?Xk9Lm2Qr7Vw_token@db/pay", "Xk9Lm2"),
+        ] {
+            let shown = redacted_config(&format!("[source]\ndatabase = \"{url}\"\n"));
+            assert!(!shown.contains(password) && shown.contains("<redacted>@"), "{shown}");
+        }
+        let shown = redacted_config("[source]\ndatabase = \"/var/lib/app/db@2.sqlite3\"\n");
+        assert!(shown.contains("/var/lib/app/db@2.sqlite3"), "{shown}");
     }
 
     #[test]

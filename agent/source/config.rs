@@ -15,7 +15,7 @@ use crate::common::escape::percent_decoded;
 use crate::common::files::read_regular_file;
 use crate::common::problems::{DurationText, Problems, checked_duration, count, duration};
 use crate::common::ranges::{SOURCE_BUSY_TIMEOUT, SOURCE_ROWS_PER_READ, SOURCE_TIMEOUT, SOURCE_WINDOW};
-use crate::common::redact::{Secret, credentials_out_of_urls, without_credentials};
+use crate::common::redact::{Secret, credentials_out_of_urls};
 use crate::common::secret_settings::{read_secret, warn_if_weak};
 
 /// A checked `[source]` table.
@@ -287,7 +287,6 @@ impl RawSource {
     /// The server `url` names, with `password_file`, `sslmode` and `sslrootcert` (which the URL
     /// may also carry, as libpq's do).
     fn server(&self, problems: &mut Problems<'_>, url: &Spanned<String>, base: &Path) -> ServerConfig {
-        let shown_url = without_credentials(url.get_ref());
         let (rest, url_sslmode, url_root) = take_tls_parameters(url.get_ref());
         let mut connect = match rest.parse::<tokio_postgres::Config>() {
             Ok(connect) => connect,
@@ -296,7 +295,9 @@ impl RawSource {
                     url,
                     "source.database",
                     format_args!(
-                        "{shown_url:?} is not a PostgreSQL URL ({}), e.g. \"postgres://agent@db.internal:5432/app\"",
+                        // Not echoed: a password holding `?` or `#` would be taken for what
+                        // follows the host.
+                        "the URL is not a PostgreSQL URL ({}), e.g. \"postgres://agent@db.internal:5432/app\"",
                         credentials_out_of_urls(&error.to_string())
                     ),
                 );
@@ -338,7 +339,8 @@ impl RawSource {
     /// The MySQL or MariaDB server `url` names, with `password_file`, `sslmode` and `sslrootcert`.
     fn mysql_server(&self, problems: &mut Problems<'_>, url: &Spanned<String>, base: &Path) -> MysqlServer {
         let parsed = mysql_url::parse(url.get_ref()).unwrap_or_else(|mistake| {
-            problems.at(url, "source.database", format_args!("{:?} {mistake}", without_credentials(url.get_ref())));
+            // Not echoed: a password holding `?` or `#` would be taken for what follows the host.
+            problems.at(url, "source.database", format_args!("the URL {mistake}"));
             mysql_url::MysqlUrl::default()
         });
         let in_url = parsed.password.clone().map(Secret::new);

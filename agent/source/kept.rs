@@ -63,6 +63,11 @@ impl<C> Kept<C> {
         self.connection.is_some()
     }
 
+    /// The connection, if there is one, without making one.
+    pub(crate) fn get_if_open(&mut self) -> Option<&mut C> {
+        self.connection.as_mut()
+    }
+
     /// The connection, which is no longer kept.
     pub(crate) fn take(&mut self) -> Option<C> {
         self.connection.take()

@@ -117,7 +117,7 @@ impl MysqlSource {
             match work(self, connection).await {
                 Err(error) if was_open && connection.broken => {
                     info!(server = %self.server.shown, error = %format!("{error:#}"), "the database server closed the connection; connecting again");
-                    state.take();
+                    self.forget(state);
                     let connection = state.get(self.connect()).await?;
                     work(self, connection).await
                 }
@@ -140,8 +140,18 @@ impl MysqlSource {
         };
         // After an error the server answered (a lock wait, a revoked grant) the transaction was
         // rolled back and the connection is kept: no new login every tick.
-        state.forget_if(|connection| connection.broken);
+        if outcome.is_err() && state.get_if_open().is_some_and(|connection| connection.broken) {
+            self.forget(state);
+        }
         outcome.with_context(|| format!("reading {} (source.database)", self.server.shown))
+    }
+
+    /// Drops a connection that broke: the server may still be running its statement (a proxy
+    /// or the network cut it, not the server), so that is killed on a connection of its own.
+    fn forget(&self, state: &mut Kept<Connection>) {
+        if let Some(connection) = state.take() {
+            self.kill_query(connection.conn.id());
+        }
     }
 
     /// The settings to log in with, TLS as `sslmode` says (`tls` false: none, for "prefer"'s
@@ -223,7 +233,13 @@ impl MysqlSource {
     async fn connect(&self) -> anyhow::Result<Connection> {
         let mut conn = self.log_in().await?;
         let fail = |error: mysql_async::Error| anyhow!(describe(&error, &self.server));
-        let version: String = conn.query_first("SELECT VERSION()").await.map_err(fail)?.unwrap_or_default();
+        // Names come as utf8mb4 whatever the server's own character set (a server may ignore
+        // the one asked for at login).
+        conn.query_drop("SET NAMES utf8mb4").await.map_err(fail)?;
+        // Every value from the server is read as a Value and converted here: mysql_async's
+        // typed reads panic on what they do not expect, and whoever answers may send anything.
+        let version = first_value(conn.query_first("SELECT VERSION()").await.map_err(fail)?).map(|value| text(&value));
+        let version = version.unwrap_or_default();
         let timeout = self.config.timeout;
         let lock_wait = LOCK_WAIT_SECONDS.min((timeout / 2).as_secs()).max(1);
         // MariaDB stops a statement after max_statement_time seconds; MySQL a SELECT after
@@ -323,14 +339,14 @@ impl MysqlSource {
         let fail = |error: mysql_async::Error| anyhow!(describe(&error, server));
         let conn = &mut connection.conn;
         // The storage engine's estimate: counting a big table could take longer than source.timeout.
-        let n_transactions: Option<Option<u64>> = conn
+        let n_transactions = conn
             .exec_first(
                 "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
                 (tables.transaction.as_str(),),
             )
             .await
             .map_err(fail)?;
-        let n_transactions = match n_transactions.flatten() {
+        let n_transactions = match first_value(n_transactions).as_ref().and_then(integer) {
             Some(n) => format!("about {n} transactions (the storage engine's estimate)"),
             None => "transactions not yet counted".to_owned(),
         };
@@ -368,7 +384,7 @@ impl MysqlSource {
                 .collect();
             report.push_str(&format!("  {}\n", fields.join(" ")));
         }
-        let index: Option<String> = conn
+        let index = conn
             .exec_first(
                 "SELECT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() \
                  AND TABLE_NAME = ? AND SEQ_IN_INDEX = 1 AND COLUMN_NAME = 'time_modified'",
@@ -376,7 +392,7 @@ impl MysqlSource {
             )
             .await
             .map_err(fail)?;
-        match index {
+        match first_value(index).map(|value| text(&value)) {
             None => report.push_str(&format!(
                 "warning: no index on {}.time_modified: every tick reads the whole table; add one through a Django \
                  migration (see the README)\n",
@@ -445,6 +461,11 @@ fn integer(value: &Value) -> Option<i64> {
     }
 }
 
+/// The first value of a row, if there is a row.
+fn first_value(row: Option<Row>) -> Option<Value> {
+    row?.unwrap().into_iter().next()
+}
+
 /// A value as text: a name as the server sent it (in utf8mb4), anything else as SQL writes it.
 fn text(value: &Value) -> String {
     match value {
@@ -478,7 +499,7 @@ async fn check_tables(conn: &mut Conn, tables: &Tables, server: &MysqlServer) ->
             Err(error) => return Err(fail(error)),
         }
         let present: BTreeMap<String, String> = conn
-            .exec::<(String, String), _, _>(
+            .exec::<Row, _, _>(
                 "SELECT COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() \
                  AND TABLE_NAME = ?",
                 (table,),
@@ -486,6 +507,10 @@ async fn check_tables(conn: &mut Conn, tables: &Tables, server: &MysqlServer) ->
             .await
             .map_err(fail)?
             .into_iter()
+            .map(|row| {
+                let value = |index| row.as_ref(index).map(text).unwrap_or_default();
+                (value(0), value(1))
+            })
             .collect();
         let missing: Vec<&str> = columns.iter().copied().filter(|column| !present.contains_key(*column)).collect();
         if !missing.is_empty() {
@@ -513,13 +538,20 @@ async fn check_tables(conn: &mut Conn, tables: &Tables, server: &MysqlServer) ->
         );
     }
     if !unreadable.is_empty() {
+        // The account as the server knows it: the user at the host it was created for.
+        let account = first_value(conn.query_first("SELECT CURRENT_USER()").await.map_err(fail)?)
+            .map(|value| text(&value))
+            .and_then(|account| {
+                let (user, host) = account.rsplit_once('@')?;
+                Some(format!("'{}'@'{}'", user.replace('\'', "''"), host.replace('\'', "''")))
+            })
+            .unwrap_or_else(|| format!("'{}'@'%'", server.user.replace('\'', "''")));
         bail!(
-            "user {:?} may not read table(s) {}: as an administrator, run GRANT SELECT ON `{}`.* TO '{}'@'%' (or on \
-             each table)",
+            "user {:?} may not read table(s) {}: as an administrator, run GRANT SELECT ON `{}`.* TO {account} (or \
+             on each table)",
             server.user,
             unreadable.join(", "),
             server.database.replace('`', "``"),
-            server.user.replace('\'', "''"),
         );
     }
     time_column.ok_or_else(|| anyhow!("{}.time_modified is missing", tables.transaction))
@@ -584,7 +616,11 @@ fn describe(error: &mysql_async::Error, server: &MysqlServer) -> String {
     } else if chain.contains("Connection refused") {
         ": is the server running and listening on that address (bind-address, port)?"
     } else if chain.contains("server does not have this capability") {
-        ": the server does not speak TLS; set source.sslmode = \"disable\" or \"prefer\", or turn on TLS on the server"
+        if server.sslmode == SslMode::VerifyFull {
+            ": the server does not speak TLS, so it cannot be verified (is it the real one?): turn on TLS on the server"
+        } else {
+            ": the server does not speak TLS; set source.sslmode = \"disable\" or \"prefer\", or turn on TLS on the server"
+        }
     } else if matches!(
         error,
         mysql_async::Error::Io(_) | mysql_async::Error::Driver(mysql_async::DriverError::ConnectionClosed)

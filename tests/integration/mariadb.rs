@@ -211,7 +211,7 @@ fn a_wrong_password_no_server_and_a_user_without_select_each_say_what_and_where(
     assert!(
         said.contains(&format!(
             "user \"{partial}\" may not read table(s) `apiMetrics_transactionstatus`, `apiMetrics_transaction`: as \
-             an administrator, run GRANT SELECT ON `{}`.*",
+             an administrator, run GRANT SELECT ON `{}`.* TO '{partial}'@'127.0.0.1'",
             database.name()
         )),
         "{said}"
