@@ -11,19 +11,17 @@
 //! does. The session's `time_zone` is UTC, which only a `timestamp` column (not Django's) reads.
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{anyhow, bail};
 use chrono::{DateTime, Datelike, NaiveDateTime, SubsecRound, Timelike, Utc};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Params, Row, SslOpts, Value};
 use tokio::sync::Mutex;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::config::{SourceConfig, Tables};
-use super::kept::{CONNECT_TIMEOUT, Kept, login_limit};
+use super::kept::{CONNECT_TIMEOUT, Kept, Server, Work, login_limit};
 use super::mysql_url::MysqlServer;
 use super::read::RawCounts;
 use super::tls::{SslMode, system_root_certificates};
@@ -52,9 +50,6 @@ mod code {
     pub(super) const MYSQL_IDLE_DISCONNECT: u16 = 4031;
 }
 
-/// One piece of work on the connection.
-type Work<'a, T> = Pin<Box<dyn Future<Output = anyhow::Result<T>> + Send + 'a>>;
-
 /// A MySQL or MariaDB `[source]`, with its connection.
 pub(crate) struct MysqlSource {
     config: SourceConfig,
@@ -63,7 +58,7 @@ pub(crate) struct MysqlSource {
 }
 
 /// An open connection and what was learnt about the tables on it.
-struct Connection {
+pub(crate) struct Connection {
     conn: Conn,
     /// How `time_modified` is stored, which decides how the window's start is bound.
     time_column: TimeColumn,
@@ -92,66 +87,14 @@ impl MysqlSource {
         // Django's datetimes have microseconds.
         let now = now.trunc_subsecs(6);
         let mut state = self.state.lock().await;
-        let counts = self.bounded(&mut state, |source, connection| Box::pin(source.count(connection, now))).await?;
+        let counts = state.bounded(self, |source, connection| Box::pin(source.count(connection, now))).await?;
         Ok(WindowRead { counts, window_start: now - self.config.window, duration: started.elapsed() })
     }
 
     /// `check`'s report: the server, its version, the tables, and the plan of the window's query.
     pub(crate) async fn check(&self) -> anyhow::Result<String> {
         let mut state = self.state.lock().await;
-        self.bounded(&mut state, |source, connection| Box::pin(source.explain(connection))).await
-    }
-
-    /// Runs `work` on the connection (made first if there is none) within `source.timeout`.
-    /// A connection the server closed since the last tick (a restart, `wait_timeout`) is made
-    /// again once, at once; one that fails or overruns is dropped, to be made again next time.
-    async fn bounded<T>(
-        &self,
-        state: &mut Kept<Connection>,
-        work: impl for<'a> Fn(&'a Self, &'a mut Connection) -> Work<'a, T>,
-    ) -> anyhow::Result<T> {
-        let timeout = self.config.timeout;
-        let attempt = async {
-            let was_open = state.is_open();
-            let connection = state.get(self.connect()).await?;
-            match work(self, connection).await {
-                Err(error) if was_open && connection.broken => {
-                    info!(server = %self.server.shown, error = %format!("{error:#}"), "the database server closed the connection; connecting again");
-                    self.forget(state);
-                    let connection = state.get(self.connect()).await?;
-                    work(self, connection).await
-                }
-                other => other,
-            }
-        };
-        let outcome = match tokio::time::timeout(timeout, attempt).await {
-            Ok(outcome) => outcome,
-            Err(_) => {
-                // Cut off mid-way, the connection is in an unknown state: its statement is
-                // killed and it is not kept; the next tick makes a new one.
-                if let Some(connection) = state.take() {
-                    self.kill_query(connection.conn.id());
-                }
-                Err(anyhow!(
-                    "the read ran past source.timeout ({}); the query was cancelled",
-                    humantime::format_duration(timeout)
-                ))
-            }
-        };
-        // After an error the server answered (a lock wait, a revoked grant) the transaction was
-        // rolled back and the connection is kept: no new login every tick.
-        if outcome.is_err() && state.get_if_open().is_some_and(|connection| connection.broken) {
-            self.forget(state);
-        }
-        outcome.with_context(|| format!("reading {} (source.database)", self.server.shown))
-    }
-
-    /// Drops a connection that broke: the server may still be running its statement (a proxy
-    /// or the network cut it, not the server), so that is killed on a connection of its own.
-    fn forget(&self, state: &mut Kept<Connection>) {
-        if let Some(connection) = state.take() {
-            self.kill_query(connection.conn.id());
-        }
+        state.bounded(self, |source, connection| Box::pin(source.explain(connection))).await
     }
 
     /// The settings to log in with, TLS as `sslmode` says (`tls` false: none, for "prefer"'s
@@ -409,16 +352,46 @@ impl MysqlSource {
         let Ok(options) = self.options(self.server.sslmode != SslMode::Disable) else { return };
         let server = self.server.shown.clone();
         tokio::spawn(async move {
-            let killed = tokio::time::timeout(CONNECT_TIMEOUT, async {
-                let mut conn = Conn::new(options).await?;
-                conn.query_drop(format!("KILL QUERY {id}")).await?;
-                conn.disconnect().await
-            })
-            .await;
-            if !matches!(killed, Ok(Ok(()))) {
-                warn!(%server, "could not ask the database server to stop the agent's overrunning query");
+            let Ok(Ok(mut conn)) = tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(options)).await else {
+                // A server that cannot be reached (it restarted, it is down) runs nothing of ours.
+                debug!(%server, "could not connect to ask the database server to stop the agent's statement");
+                return;
+            };
+            let killed = tokio::time::timeout(CONNECT_TIMEOUT, conn.query_drop(format!("KILL QUERY {id}"))).await;
+            match killed {
+                // 1094: no such thread any more; nothing runs.
+                Ok(Ok(())) => debug!(%server, id, "asked the database server to stop the agent's statement"),
+                Ok(Err(mysql_async::Error::Server(error))) if error.code == 1094 => {}
+                _ => warn!(%server, "could not ask the database server to stop the agent's statement"),
             }
+            let _ = conn.disconnect().await;
         });
+    }
+}
+
+impl Server for MysqlSource {
+    type Connection = Connection;
+
+    fn shown(&self) -> &str {
+        &self.server.shown
+    }
+
+    fn timeout(&self) -> Duration {
+        self.config.timeout
+    }
+
+    fn connect(&self) -> Work<'_, Connection> {
+        Box::pin(self.connect())
+    }
+
+    fn is_broken(connection: &Connection, _: Option<&anyhow::Error>) -> bool {
+        connection.broken
+    }
+
+    /// A connection that broke mid-read may have been cut by a proxy or the network, not by
+    /// the server, which then runs its statement on: it is killed, as an overrun one is.
+    fn abandon(&self, connection: Connection, _overran: bool) {
+        self.kill_query(connection.conn.id());
     }
 }
 

@@ -10,11 +10,9 @@
 //! `source.timezone` for `TIME_ZONE`.
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{anyhow, bail};
 use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
@@ -25,7 +23,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use tracing::{debug, info, warn};
 
 use super::config::{ServerConfig, SourceConfig, Tables};
-use super::kept::{CONNECT_TIMEOUT, Kept, login_limit};
+use super::kept::{CONNECT_TIMEOUT, Kept, Server, Work, login_limit};
 use super::read::RawCounts;
 use super::tls;
 use super::tls::SslMode;
@@ -38,9 +36,6 @@ use crate::common::redact::redact_from_outside;
 /// agent, queued behind it, never makes the app's queries queue behind the agent.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// One piece of work on the connection.
-type Work<'a, T> = Pin<Box<dyn Future<Output = anyhow::Result<T>> + Send + 'a>>;
-
 /// A PostgreSQL `[source]`, with its connection.
 pub(crate) struct PostgresSource {
     config: SourceConfig,
@@ -49,7 +44,7 @@ pub(crate) struct PostgresSource {
 }
 
 /// An open connection and what was learnt about the tables on it.
-struct Connection {
+pub(crate) struct Connection {
     client: Client,
     /// Drives the connection's socket; ends when the connection does.
     task: JoinHandle<()>,
@@ -103,57 +98,14 @@ impl PostgresSource {
         // Django's datetimes have microseconds.
         let now = now.trunc_subsecs(6);
         let mut state = self.state.lock().await;
-        let counts = self.bounded(&mut state, |source, connection| Box::pin(source.count(connection, now))).await?;
+        let counts = state.bounded(self, |source, connection| Box::pin(source.count(connection, now))).await?;
         Ok(WindowRead { counts, window_start: now - self.config.window, duration: started.elapsed() })
     }
 
     /// `check`'s report: the server, its version, the tables, and the plan of the window's query.
     pub(crate) async fn check(&self) -> anyhow::Result<String> {
         let mut state = self.state.lock().await;
-        self.bounded(&mut state, |source, connection| Box::pin(source.explain(connection))).await
-    }
-
-    /// Runs `work` on the connection (made first if there is none) within `source.timeout`.
-    /// A connection the server closed since the last tick (a restart, a failover) is made again
-    /// once, at once; one that fails or overruns is dropped, to be made again next time.
-    async fn bounded<T>(
-        &self,
-        state: &mut Kept<Connection>,
-        work: impl for<'a> Fn(&'a Self, &'a mut Connection) -> Work<'a, T>,
-    ) -> anyhow::Result<T> {
-        let timeout = self.config.timeout;
-        let attempt = async {
-            state.forget_if(|connection| connection.client.is_closed());
-            let was_open = state.is_open();
-            let connection = state.get(self.connect()).await?;
-            match work(self, connection).await {
-                Err(error) if was_open && is_closed(&error) => {
-                    info!(server = %self.server.shown, "the database server closed the connection; connecting again");
-                    state.take();
-                    let connection = state.get(self.connect()).await?;
-                    work(self, connection).await
-                }
-                other => other,
-            }
-        };
-        let outcome = match tokio::time::timeout(timeout, attempt).await {
-            Ok(outcome) => outcome,
-            Err(_) => {
-                // Cut off mid-way, the connection is in an unknown state: its query is cancelled
-                // and it is not kept; the next tick makes a new one.
-                if let Some(connection) = state.take() {
-                    self.cancel_query(&connection);
-                }
-                Err(anyhow!(
-                    "the read ran past source.timeout ({}); the query was cancelled",
-                    humantime::format_duration(timeout)
-                ))
-            }
-        };
-        // After an error the server answered (a lock timeout, a revoked grant) the transaction
-        // was rolled back and the connection is kept: no new login every tick.
-        state.forget_if(|connection| connection.client.is_closed());
-        outcome.with_context(|| format!("reading {} (source.database)", self.server.shown))
+        state.bounded(self, |source, connection| Box::pin(source.explain(connection))).await
     }
 
     /// Connects, and checks the tables: each must be there, with its columns, and readable.
@@ -363,6 +315,32 @@ impl PostgresSource {
                 warn!(%server, "could not ask the database server to cancel the agent's overrunning query");
             }
         });
+    }
+}
+
+impl Server for PostgresSource {
+    type Connection = Connection;
+
+    fn shown(&self) -> &str {
+        &self.server.shown
+    }
+
+    fn timeout(&self) -> Duration {
+        self.config.timeout
+    }
+
+    fn connect(&self) -> Work<'_, Connection> {
+        Box::pin(self.connect())
+    }
+
+    fn is_broken(connection: &Connection, error: Option<&anyhow::Error>) -> bool {
+        connection.client.is_closed() || error.is_some_and(is_closed)
+    }
+
+    fn abandon(&self, connection: Connection, overran: bool) {
+        if overran {
+            self.cancel_query(&connection);
+        }
     }
 }
 
