@@ -3,7 +3,7 @@
 //! out of the site: a local `/metrics`, Pushgateway pushes and remote-write with a durable queue.
 //!
 //! The modules form layers, each importing only from those below it (ARCHITECTURE.md):
-//! [`common`] → [`source`] → [`snapshot`] and `exposition` → `http` and `telemetry` →
+//! [`common`] → [`source`] → [`snapshot`], `exposition` and `history` → `http` and `telemetry` →
 //! the outlets (`pushgateway`, [`remote_write`]) → [`config`] → the run loop ([`run`], [`check`],
 //! `scrape`, `http_server`, `status_page`, `ticker`) → [`demo`]. [`populate`] makes sample
 //! databases from [`common`] alone.
@@ -13,6 +13,7 @@ pub mod common;
 pub mod config;
 pub mod demo;
 pub(crate) mod exposition;
+pub(crate) mod history;
 pub(crate) mod http;
 pub(crate) mod http_server;
 pub mod populate;

@@ -1,7 +1,7 @@
 //! `GET /` on the scrape listener: one server-rendered page for the operator at the site. The
 //! aggregate as an API × status table, when it was computed and how long that took, each target
-//! with its last success, last error and backlog, and the config in force with its secrets
-//! redacted. No external assets; it refreshes itself and reads on a phone.
+//! with its last success, last error and backlog, the last 24 hours of counts by status as a
+//! chart (`history`), and the config in force with its secrets redacted. No external assets; it refreshes itself and reads on a phone.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -42,6 +42,8 @@ pub(crate) fn render(config: &Config, view: &StatusView, now: DateTime<Utc>) -> 
         None => page.push_str("<p class=\"muted\">No aggregate yet.</p>"),
         Some(latest) => write_aggregate(&mut page, &latest.snapshot, now),
     }
+    page.push_str("<h2>The last 24 hours, by status</h2>");
+    view.history.render(&mut page, now);
     page.push_str("<h2>Targets</h2>");
     write_targets(&mut page, &view.deliveries, now);
     let reload = view.last_reload;

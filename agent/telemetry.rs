@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::exposition::{Exposition, Rendered, write_build_info};
+use crate::history::History;
 use crate::http::Failure;
 
 /// How much waits in a remote-write queue to be sent.
@@ -79,6 +80,8 @@ pub(crate) struct Telemetry {
 #[derive(Debug, Default)]
 struct Inner {
     latest: Option<Arc<Rendered>>,
+    /// The last 24 hours of snapshots, a point a minute per status, for the status page.
+    history: History,
     /// Per push target, by name.
     deliveries: BTreeMap<String, Delivery>,
     last_reload: Reload,
@@ -169,6 +172,7 @@ impl Inner {
 #[derive(Debug)]
 pub(crate) struct StatusView {
     pub(crate) latest: Option<Arc<Rendered>>,
+    pub(crate) history: History,
     pub(crate) health: Health,
     pub(crate) n_ticks_succeeded: u64,
     pub(crate) n_ticks_failed: u64,
@@ -253,6 +257,7 @@ impl Telemetry {
 
     pub(crate) fn record_success(&self, rendered: Arc<Rendered>, duration: Duration) {
         let mut inner = self.lock();
+        inner.history.record(&rendered.snapshot);
         inner.latest = Some(rendered);
         inner.n_ticks_succeeded += 1;
         inner.last_tick_duration = Some(duration);
@@ -291,6 +296,7 @@ impl Telemetry {
         let inner = self.lock();
         StatusView {
             latest: inner.latest.clone(),
+            history: inner.history.clone(),
             health: inner.health(Utc::now()),
             n_ticks_succeeded: inner.n_ticks_succeeded,
             n_ticks_failed: inner.n_ticks_failed,

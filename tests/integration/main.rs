@@ -5,6 +5,7 @@ mod alert_rules;
 mod bounded_ticks;
 mod check;
 mod cli;
+mod dashboard;
 mod database_states;
 mod django;
 mod logs;

@@ -415,7 +415,7 @@ fn the_agent_has_no_import_cycle() {
 const LAYERS: [&[&str]; 8] = [
     &["crate::common"],
     &["crate::source", "crate::populate"],
-    &["crate::snapshot", "crate::exposition"],
+    &["crate::snapshot", "crate::exposition", "crate::history"],
     &["crate::http", "crate::telemetry"],
     &["crate::pushgateway", "crate::remote_write"],
     &["crate::config"],

@@ -78,6 +78,13 @@ fn the_status_page_shows_the_aggregate_the_targets_and_the_config_without_secret
     assert!(page.contains("password = \"&lt;redacted&gt;\""), "{page}");
     assert!(!page.contains("hunter2-secret"), "the page shows a secret: {page}");
     assert!(page.contains("http-equiv=\"refresh\""), "{page}");
+    // The last 24 hours as an inline chart, a line a status, and a table for browsers without SVG.
+    assert!(page.contains("<svg id=\"history\""), "{page}");
+    for status in ["Failed", "Pending"] {
+        assert!(page.contains(&format!("<polyline data-status=\"{status}\"")), "{page}");
+    }
+    assert!(page.contains("<table id=\"history-table\">"), "{page}");
+    assert!(!page.contains("<script") && !page.contains("src=\"http"), "the page loads nothing: {page}");
 
     let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
     let _ = std::fs::remove_file(&screenshot);
