@@ -60,14 +60,15 @@ impl History {
         self.by_status.retain(|_, points| !points.is_empty());
     }
 
-    /// The bytes the points take: what the history adds to the agent's memory.
-    fn bytes(&self) -> usize {
+    /// The bytes the points take: what the history adds to the agent's memory (a clone's
+    /// deques hold just their points, so ask the one recorded into).
+    pub(crate) fn bytes(&self) -> usize {
         self.by_status.iter().map(|(status, points)| status.capacity() + points.capacity() * size_of::<Point>()).sum()
     }
 
     /// The chart as of `now`: the last 24 hours, a line per status, and a table of each
-    /// status's latest, lowest and highest count.
-    pub(crate) fn render(&self, page: &mut String, now: DateTime<Utc>) {
+    /// status's latest, lowest and highest count, and the `bytes` the history takes.
+    pub(crate) fn render(&self, page: &mut String, now: DateTime<Utc>, bytes: usize) {
         if self.by_status.is_empty() {
             page.push_str("<p class=\"muted\">No history yet.</p>");
             return;
@@ -125,11 +126,7 @@ impl History {
         }
         page.push_str("</table></div>");
         let n_points: usize = self.by_status.values().map(VecDeque::len).sum();
-        let _ = write!(
-            page,
-            "<p class=\"muted\">{n_points} points, {:.1} KB of memory.</p>",
-            self.bytes() as f64 / 1_000.0
-        );
+        let _ = write!(page, "<p class=\"muted\">{n_points} points, {:.1} KB of memory.</p>", bytes as f64 / 1_000.0);
     }
 }
 
@@ -186,7 +183,7 @@ mod tests {
         println!("a day of 6 statuses: {bytes} bytes");
         assert!((6 * MAX_POINTS * 16..=6 * MAX_POINTS * 16 + 100).contains(&bytes), "{bytes}");
         let mut page = String::new();
-        history.render(&mut page, start + chrono::Duration::days(2));
+        history.render(&mut page, start + chrono::Duration::days(2), bytes);
         assert_eq!(page.matches("<polyline").count(), 6);
         assert!(page.len() < 6 * MAX_POINTS * 14 + 4_000, "{}", page.len());
     }
@@ -194,12 +191,12 @@ mod tests {
     #[test]
     fn names_are_escaped_and_an_empty_history_says_so() {
         let mut page = String::new();
-        History::default().render(&mut page, Utc::now());
+        History::default().render(&mut page, Utc::now(), 0);
         assert_eq!(page, "<p class=\"muted\">No history yet.</p>");
         let mut history = History::default();
         history.record(&snapshot(Utc::now(), &[("A", "<b>\"x\"</b>", 1)]));
         let mut page = String::new();
-        history.render(&mut page, Utc::now());
+        history.render(&mut page, Utc::now(), history.bytes());
         assert!(!page.contains("<b>") && page.contains("&lt;b&gt;"), "{page}");
     }
 }

@@ -43,7 +43,7 @@ pub(crate) fn render(config: &Config, view: &StatusView, now: DateTime<Utc>) -> 
         Some(latest) => write_aggregate(&mut page, &latest.snapshot, now),
     }
     page.push_str("<h2>The last 24 hours, by status</h2>");
-    view.history.render(&mut page, now);
+    view.history.render(&mut page, now, view.history_bytes);
     page.push_str("<h2>Targets</h2>");
     write_targets(&mut page, &view.deliveries, now);
     let reload = view.last_reload;

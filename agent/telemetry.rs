@@ -173,6 +173,8 @@ impl Inner {
 pub(crate) struct StatusView {
     pub(crate) latest: Option<Arc<Rendered>>,
     pub(crate) history: History,
+    /// What the history takes in memory (its clone above takes less).
+    pub(crate) history_bytes: usize,
     pub(crate) health: Health,
     pub(crate) n_ticks_succeeded: u64,
     pub(crate) n_ticks_failed: u64,
@@ -297,6 +299,7 @@ impl Telemetry {
         StatusView {
             latest: inner.latest.clone(),
             history: inner.history.clone(),
+            history_bytes: inner.history.bytes(),
             health: inner.health(Utc::now()),
             n_ticks_succeeded: inner.n_ticks_succeeded,
             n_ticks_failed: inner.n_ticks_failed,
