@@ -82,18 +82,18 @@ impl History {
         let y = |count: u64| HEIGHT - count as f64 / highest as f64 * HEIGHT;
         let _ = write!(
             page,
-            "<svg id=\"history\" viewBox=\"-40 -10 {} {}\" width=\"100%\" role=\"img\" \
+            "<svg id=\"history\" viewBox=\"-70 -20 {} {}\" width=\"100%\" role=\"img\" \
              aria-label=\"Transactions in the window by status, the last 24 hours\" \
-             style=\"max-width:40rem;font-size:11px\" xmlns=\"http://www.w3.org/2000/svg\">\
+             style=\"max-width:40rem;font-size:20px\" xmlns=\"http://www.w3.org/2000/svg\">\
              <line x1=\"0\" y1=\"{HEIGHT}\" x2=\"{WIDTH}\" y2=\"{HEIGHT}\" stroke=\"#999\"/>\
              <line x1=\"0\" y1=\"0\" x2=\"0\" y2=\"{HEIGHT}\" stroke=\"#999\"/>\
-             <text x=\"-4\" y=\"4\" text-anchor=\"end\">{highest}</text>\
-             <text x=\"-4\" y=\"{HEIGHT}\" text-anchor=\"end\">0</text>\
+             <text x=\"-6\" y=\"14\" text-anchor=\"end\">{highest}</text>\
+             <text x=\"-6\" y=\"{HEIGHT}\" text-anchor=\"end\">0</text>\
              <text x=\"0\" y=\"{}\">24 h ago</text><text x=\"{WIDTH}\" y=\"{}\" text-anchor=\"end\">now</text>",
-            WIDTH + 50.0,
-            HEIGHT + 30.0,
-            HEIGHT + 15.0,
-            HEIGHT + 15.0,
+            WIDTH + 90.0,
+            HEIGHT + 50.0,
+            HEIGHT + 25.0,
+            HEIGHT + 25.0,
         );
         for ((status, points), colour) in self.by_status.iter().zip(COLOURS.iter().cycle()) {
             let mut line = String::new();
@@ -102,7 +102,7 @@ impl History {
             }
             let _ = write!(
                 page,
-                "<polyline data-status=\"{}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\" points=\"{}\"/>",
+                "<polyline data-status=\"{}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"2.5\" points=\"{}\"/>",
                 escape(status),
                 line.trim_end()
             );
