@@ -1,7 +1,8 @@
 //! `GET /` on the scrape listener: one server-rendered page for the operator at the site. The
 //! aggregate as an API × status table, when it was computed and how long that took, each target
 //! with its last success, last error and backlog, the last 24 hours of counts by status as a
-//! chart (`history`), and the config in force with its secrets redacted. No external assets; it refreshes itself and reads on a phone.
+//! chart (`history`), and the config in force with its secrets redacted. No external assets; it
+//! refreshes itself and reads on a phone.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;

@@ -1,6 +1,6 @@
 //! The Django app's database, read-only: a SQLite file (`sqlite`), a PostgreSQL server
-//! (`postgres`) or a MySQL or MariaDB server (`mysql`), each behind `Source`, which a tick asks for the window's counts by (api_id,
-//! status_id) with the names of those ids. Names are joined and zero-filled by the snapshot, the
+//! (`postgres`) or a MySQL or MariaDB server (`mysql`), each behind `Source`, which a tick asks
+//! for the window's counts by (api_id, status_id) with the names of those ids. Names are joined and zero-filled by the snapshot, the
 //! same way for every backend.
 //!
 //! The agent never writes here. SQLite is opened `mode=ro` + `query_only` for one tick; a server
