@@ -1,7 +1,7 @@
 //! The Django app's database, read-only: a SQLite file (`sqlite`), a PostgreSQL server
 //! (`postgres`) or a MySQL or MariaDB server (`mysql`), each behind `Source`, which a tick asks
-//! for the window's counts by (api_id, status_id) with the names of those ids. Names are joined and zero-filled by the snapshot, the
-//! same way for every backend.
+//! for the window's counts by (api_id, status_id) with the names of those ids. Names are joined
+//! and zero-filled by the snapshot, the same way for every backend.
 //!
 //! The agent never writes here. SQLite is opened `mode=ro` + `query_only` for one tick; a server
 //! is read in read-only transactions on one connection, kept between ticks.
