@@ -25,7 +25,9 @@ use super::kept::{CONNECT_TIMEOUT, Kept, Server, Work, login_limit};
 use super::mysql_url::MysqlServer;
 use super::read::RawCounts;
 use super::tls::{SslMode, system_root_certificates};
-use super::window::{FUTURE_AFTER, REQUIRED_COLUMNS, WindowRead, naive_bounds, table_name};
+use super::window::{
+    FUTURE_AFTER, REQUIRED_COLUMNS, WindowRead, lacking_columns, naive_bounds, not_the_apps_tables, table_name,
+};
 use super::window_count::NOT_AN_ID;
 use crate::common::escape::with_causes;
 use crate::common::redact::redact_from_outside;
@@ -485,10 +487,7 @@ async fn check_tables(conn: &mut Conn, tables: &Tables, server: &MysqlServer) ->
                 (value(0), value(1))
             })
             .collect();
-        let missing: Vec<&str> = columns.iter().copied().filter(|column| !present.contains_key(*column)).collect();
-        if !missing.is_empty() {
-            problems.push(format!("table {table:?} lacks column(s) {}", missing.join(", ")));
-        }
+        problems.extend(lacking_columns(table, columns, |column| present.contains_key(column)));
         if let Some(kind) = present.get("time_modified").filter(|_| role == "transaction") {
             time_column = match kind.to_ascii_lowercase().as_str() {
                 "datetime" => Some(TimeColumn::Datetime),
@@ -503,12 +502,7 @@ async fn check_tables(conn: &mut Conn, tables: &Tables, server: &MysqlServer) ->
         }
     }
     if !problems.is_empty() {
-        bail!(
-            "{}: is this the Django app's database, migrated? The app's first migration (`python manage.py migrate \
-             apiMetrics`) creates the tables; schema/django-mysql.sql shows them (other table names go in \
-             source.api_table, source.status_table, source.transaction_table)",
-            problems.join("; ")
-        );
+        return Err(not_the_apps_tables(&problems, "schema/django-mysql.sql"));
     }
     if !unreadable.is_empty() {
         // The account as the server knows it: the user at the host it was created for.

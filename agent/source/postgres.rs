@@ -27,7 +27,9 @@ use super::kept::{CONNECT_TIMEOUT, Kept, Server, Work, login_limit};
 use super::read::RawCounts;
 use super::tls;
 use super::tls::SslMode;
-use super::window::{FUTURE_AFTER, REQUIRED_COLUMNS, WindowRead, naive_bounds, table_name};
+use super::window::{
+    FUTURE_AFTER, REQUIRED_COLUMNS, WindowRead, lacking_columns, naive_bounds, not_the_apps_tables, table_name,
+};
 use super::window_count::NOT_AN_ID;
 use crate::common::escape::with_causes;
 use crate::common::redact::redact_from_outside;
@@ -400,10 +402,7 @@ async fn check_tables(client: &Client, tables: &Tables, server: &ServerConfig) -
             .iter()
             .map(|row| (row.get(0), row.get(1)))
             .collect();
-        let missing: Vec<&str> = columns.iter().copied().filter(|column| !present.contains_key(*column)).collect();
-        if !missing.is_empty() {
-            problems.push(format!("table {table:?} lacks column(s) {}", missing.join(", ")));
-        }
+        problems.extend(lacking_columns(table, columns, |column| present.contains_key(column)));
         if let Some(kind) = present.get("time_modified").filter(|_| role == "transaction") {
             time_column = match kind.as_str() {
                 "timestamp with time zone" => Some(TimeColumn::WithTimeZone),
@@ -418,12 +417,7 @@ async fn check_tables(client: &Client, tables: &Tables, server: &ServerConfig) -
         }
     }
     if !problems.is_empty() {
-        bail!(
-            "{}: is this the Django app's database, migrated? The app's first migration (`python manage.py migrate \
-             apiMetrics`) creates the tables; schema/django-postgresql.sql shows them (other table names go in \
-             source.api_table, source.status_table, source.transaction_table)",
-            problems.join("; ")
-        );
+        return Err(not_the_apps_tables(&problems, "schema/django-postgresql.sql"));
     }
     if !unreadable.is_empty() {
         let user = server.connect.get_user().unwrap_or_default();

@@ -6,13 +6,13 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, anyhow};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use super::config::{SourceConfig, Tables};
 use super::read::{ReadMethod, TimeIndex, chosen_method, quoted, read_counts, read_queries, time_indexes};
-use super::window::{FUTURE_AFTER, REQUIRED_COLUMNS, WindowRead, table_name};
+use super::window::{FUTURE_AFTER, REQUIRED_COLUMNS, WindowRead, lacking_columns, not_the_apps_tables, table_name};
 use super::window_count::{self, WindowBounds};
 use super::{database_file, side_files};
 use crate::common::deadline::Cancel;
@@ -147,20 +147,10 @@ fn check_tables(connection: &Connection, tables: &Tables) -> anyhow::Result<()> 
             problems.push(format!("table {table:?} is missing"));
             continue;
         }
-        let missing: Vec<&str> =
-            columns.iter().copied().filter(|column| !present.iter().any(|p| p == column)).collect();
-        if !missing.is_empty() {
-            problems.push(format!("table {table:?} lacks column(s) {}", missing.join(", ")));
-        }
+        problems.extend(lacking_columns(table, columns, |column| present.iter().any(|name| name == column)));
     }
     if !problems.is_empty() {
-        bail!(
-            "{}: is this the Django app's database, migrated? The app's first migration \
-             (apiMetrics/migrations/0001_initial.py, run by `python manage.py migrate apiMetrics`) creates the \
-             tables; schema/django.sql shows them (other table names go in source.api_table, source.status_table, \
-             source.transaction_table)",
-            problems.join("; ")
-        );
+        return Err(not_the_apps_tables(&problems, "schema/django.sql"));
     }
     Ok(())
 }

@@ -35,6 +35,26 @@ pub(crate) fn table_name<'a>(tables: &'a Tables, role: &str) -> &'a str {
     }
 }
 
+/// What a server's catalog says is wrong with the tables (`problems`: one missing, a column
+/// lacking), with where to look: the app's migration, and `schema` (the backend's file under
+/// `schema/`) for what it makes.
+pub(crate) fn not_the_apps_tables(problems: &[String], schema: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{}: is this the Django app's database, migrated? The app's first migration \
+         (apiMetrics/migrations/0001_initial.py, run by `python manage.py migrate apiMetrics`) creates the tables; \
+         {schema} shows them (other table names go in source.api_table, source.status_table, \
+         source.transaction_table)",
+        problems.join("; ")
+    )
+}
+
+/// "table … lacks column(s) …" when the table lacks any of `columns` (`has` says whether it
+/// has one).
+pub(crate) fn lacking_columns(table: &str, columns: &[&str], has: impl Fn(&str) -> bool) -> Option<String> {
+    let missing: Vec<&str> = columns.iter().copied().filter(|column| !has(column)).collect();
+    (!missing.is_empty()).then(|| format!("table {table:?} lacks column(s) {}", missing.join(", ")))
+}
+
 /// The window's start and the "in the future" bound as naive wall-clock times in `timezone`,
 /// as Django computes them with `USE_TZ = False`: the local clock's reading minus the window.
 pub(crate) fn naive_bounds(
