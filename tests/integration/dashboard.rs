@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use crate::peers::prometheus_receiver;
+use crate::peers::{instant_query, prometheus_receiver};
 use crate::support::*;
 
 fn dashboard() -> serde_json::Value {
@@ -30,14 +30,11 @@ fn with_values(expr: &str) -> String {
     expr.replace("$__rate_interval", "5m").replace("$job", ".*").replace("$api", ".*")
 }
 
-/// Prometheus's answer to an instant query: its status and the number of series.
+/// Prometheus's answer to an instant query: its status, the number of series, and the answer.
 fn evaluate(port: u16, promql: &str) -> (String, usize, String) {
-    let url =
-        reqwest::Url::parse_with_params(&format!("http://127.0.0.1:{port}/api/v1/query"), [("query", promql)]).unwrap();
-    let body = reqwest::blocking::Client::new().get(url).send().unwrap().text().unwrap();
-    let response: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let response = instant_query(port, promql);
     let n_series = response["data"]["result"].as_array().map_or(0, Vec::len);
-    (response["status"].as_str().unwrap_or_default().to_owned(), n_series, body)
+    (response["status"].as_str().unwrap_or_default().to_owned(), n_series, response.to_string())
 }
 
 #[test]

@@ -5,45 +5,14 @@
 //! `source.timeout` or waits on a migration's lock; and a server restarted under a running agent.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 
 use crate::mariadb_support::*;
-use crate::peers::{parse_exposition, pushgateway, victoria_metrics};
+use crate::peers::{instant_query, parse_exposition, pushgateway, victoria_metrics};
 use crate::support::*;
-
-const PASSWORD: &str = "reader-password-7301";
-
-/// A config in `directory` reading `url` with `PASSWORD` from a file, `source_keys` added to
-/// `[source]` and `extra` after it.
-fn config(directory: &Path, url: &str, source_keys: &str, extra: &str) -> PathBuf {
-    let password_file = directory.join("db-password");
-    std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
-    std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let config = directory.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[agent]\nstate_dir = \"state\"\n[source]\ndatabase = \"{url}\"\npassword_file = \"db-password\"\n{source_keys}\
-             [schedule]\ninterval = \"1s\"\n{extra}"
-        ),
-    )
-    .unwrap();
-    config
-}
-
-/// The `api_transactions` series of an exposition by (api, status).
-fn counts_in(exposition: &str) -> BTreeMap<(String, String), u64> {
-    parse_exposition(exposition)
-        .into_iter()
-        .filter(|(name, _, _)| name == "api_transactions")
-        .map(|(_, labels, value)| ((labels["api"].clone(), labels["status"].clone()), value as u64))
-        .collect()
-}
 
 fn pair(api: &str, status: &str) -> (String, String) {
     (api.to_owned(), status.to_owned())
@@ -80,11 +49,11 @@ fn once_prints_exactly_what_djangos_orm_counts_with_and_without_use_tz() {
         let (_, django_counts) = django_fill(&database, use_tz, zone);
         assert!(django_counts.len() > 10 && django_counts.values().sum::<u64>() > 1000, "{django_counts:?}");
         assert!(django_counts.keys().any(|(api, _)| api == FOUR_BYTE_API), "{django_counts:?}");
-        let user = database.create_reader("agent", PASSWORD, true);
+        let user = database.create_reader("agent", READER_PASSWORD, true);
         let directory = tempfile::tempdir().unwrap();
         let timezone = if use_tz { String::new() } else { format!("timezone = \"{zone}\"\n") };
         let config_of = |zero_fill: bool| {
-            config(
+            server_config(
                 directory.path(),
                 &database.url(&user, None),
                 &timezone,
@@ -128,7 +97,7 @@ fn once_prints_exactly_what_djangos_orm_counts_with_and_without_use_tz() {
 fn four_byte_names_arrive_intact_at_the_pushgateway_and_victoria_metrics() {
     let database = TestDatabase::create("outlets");
     small_database(&database);
-    let user = database.create_reader("agent", PASSWORD, true);
+    let user = database.create_reader("agent", READER_PASSWORD, true);
     let directory = tempfile::tempdir().unwrap();
     let gateway = pushgateway(None);
     let victoria = victoria_metrics(directory.path());
@@ -137,7 +106,7 @@ fn four_byte_names_arrive_intact_at_the_pushgateway_and_victoria_metrics() {
          [[remote_write]]\nurl = \"http://127.0.0.1:{}/api/v1/write\"\n",
         gateway.port, victoria.port
     );
-    let config_path = config(directory.path(), &database.url(&user, None), "", &outlets);
+    let config_path = server_config(directory.path(), &database.url(&user, None), "", &outlets);
     let output = run_agent(&config_path, &["once"]);
     assert!(output.status.success(), "{}", stderr(&output));
 
@@ -145,14 +114,8 @@ fn four_byte_names_arrive_intact_at_the_pushgateway_and_victoria_metrics() {
     assert_eq!(status, 200);
     assert_eq!(counts_in(&pushed), small_counts(), "{pushed}");
 
-    let query = reqwest::Url::parse_with_params(
-        &format!("http://127.0.0.1:{}/api/v1/query", victoria.port),
-        [("query", "api_transactions")],
-    )
-    .unwrap();
     let received = wait_for("VictoriaMetrics to make the samples searchable", Duration::from_secs(30), || {
-        let body = reqwest::blocking::get(query.clone()).ok()?.text().ok()?;
-        let response: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let response = instant_query(victoria.port, "api_transactions");
         let results = response["data"]["result"].as_array()?.clone();
         (results.len() == 4).then_some(results)
     });
@@ -176,7 +139,7 @@ fn a_wrong_password_no_server_and_a_user_without_select_each_say_what_and_where(
 
     // A wrong password: the server's reason and address, never the password.
     let user = database.create_reader("agent", "another-password-5150", true);
-    let config_path = config(directory.path(), &database.url(&user, None), "", "");
+    let config_path = server_config(directory.path(), &database.url(&user, None), "", "");
     for command in [&["once", "--dry-run"][..], &["check"]] {
         let output = run_agent(&config_path, command);
         let said = stderr(&output);
@@ -184,28 +147,29 @@ fn a_wrong_password_no_server_and_a_user_without_select_each_say_what_and_where(
         assert!(said.contains(&format!("cannot connect to mysql://{user}@{}/", server.address())), "{said}");
         assert!(said.contains("Access denied for user") && said.contains("(error 1045"), "{said}");
         assert!(said.contains("check the user in source.database and the password"), "{said}");
-        assert!(!said.contains(PASSWORD) && !said.contains("another-password"), "{said}");
+        assert!(!said.contains(READER_PASSWORD) && !said.contains("another-password"), "{said}");
     }
 
     // No server at the address.
     let nowhere = format!("mysql://{user}@127.0.0.1:{}/{}", free_port(), database.name());
-    let output = run_agent(&config(directory.path(), &nowhere, "", ""), &["once", "--dry-run"]);
+    let output = run_agent(&server_config(directory.path(), &nowhere, "", ""), &["once", "--dry-run"]);
     let said = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{said}");
     assert!(said.contains(&format!("cannot connect to {nowhere}: Connection refused")), "{said}");
     assert!(said.contains("is the server running and listening on that address"), "{said}");
 
     // A user with no grant at all: the server refuses it the database.
-    let nobody = database.create_reader("nosel", PASSWORD, false);
-    let output = run_agent(&config(directory.path(), &database.url(&nobody, None), "", ""), &["once", "--dry-run"]);
+    let nobody = database.create_reader("nosel", READER_PASSWORD, false);
+    let output =
+        run_agent(&server_config(directory.path(), &database.url(&nobody, None), "", ""), &["once", "--dry-run"]);
     let said = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{said}");
     assert!(said.contains("(error 1044") && said.contains("the user needs SELECT on the app's three tables"), "{said}");
 
     // A user that may read one table of three: told which two, and the GRANT.
-    let partial = database.create_reader("partial", PASSWORD, false);
+    let partial = database.create_reader("partial", READER_PASSWORD, false);
     database.mariadb(&format!("GRANT SELECT ON `{}`.`apiMetrics_api` TO '{partial}'@'127.0.0.1';", database.name()));
-    let output = run_agent(&config(directory.path(), &database.url(&partial, None), "", ""), &["check"]);
+    let output = run_agent(&server_config(directory.path(), &database.url(&partial, None), "", ""), &["check"]);
     let said = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{said}");
     assert!(
@@ -219,8 +183,8 @@ fn a_wrong_password_no_server_and_a_user_without_select_each_say_what_and_where(
 
     // A database that is not the app's.
     let empty = TestDatabase::create("empty");
-    let stranger = empty.create_reader("agent", PASSWORD, true);
-    let output = run_agent(&config(directory.path(), &empty.url(&stranger, None), "", ""), &["check"]);
+    let stranger = empty.create_reader("agent", READER_PASSWORD, true);
+    let output = run_agent(&server_config(directory.path(), &empty.url(&stranger, None), "", ""), &["check"]);
     let said = stderr(&output);
     assert!(said.contains("table \"apiMetrics_api\" is missing") && said.contains("migrate"), "{said}");
 }
@@ -229,13 +193,13 @@ fn a_wrong_password_no_server_and_a_user_without_select_each_say_what_and_where(
 fn tls_verify_full_connects_with_the_servers_ca_and_refuses_another() {
     let database = TestDatabase::create("tls");
     small_database(&database);
-    let user = database.create_reader("agent", PASSWORD, true);
+    let user = database.create_reader("agent", READER_PASSWORD, true);
     let directory = tempfile::tempdir().unwrap();
     let url = database.url(&user, None);
     let server = mariadb();
 
     let with_ca = format!("sslmode = \"verify-full\"\nsslrootcert = \"{}\"\n", server.ca_file.display());
-    let output = run_agent(&config(directory.path(), &url, &with_ca, ""), &["once", "--dry-run"]);
+    let output = run_agent(&server_config(directory.path(), &url, &with_ca, ""), &["once", "--dry-run"]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(counts_in(&stdout(&output)), small_counts());
     // A CA of the test's own, which signed nothing the server holds.
@@ -245,17 +209,19 @@ fn tls_verify_full_connects_with_the_servers_ca_and_refuses_another() {
     let other_file = directory.path().join("other-ca.pem");
     std::fs::write(&other_file, other_ca.pem()).unwrap();
     let with_other = format!("sslmode = \"verify-full\"\nsslrootcert = \"{}\"\n", other_file.display());
-    let output = run_agent(&config(directory.path(), &url, &with_other, ""), &["once", "--dry-run"]);
+    let output = run_agent(&server_config(directory.path(), &url, &with_other, ""), &["once", "--dry-run"]);
     let said = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{said}");
     assert!(said.contains(&format!("cannot connect to {url}")), "{said}");
     assert!(said.contains("not signed by a CA in source.sslrootcert"), "{said}");
-    assert!(!said.contains(PASSWORD), "{said}");
+    assert!(!said.contains(READER_PASSWORD), "{said}");
 
     // "require" encrypts without checking, and the URL may say it; so may "disable".
     for mode in ["require", "disable"] {
-        let output =
-            run_agent(&config(directory.path(), &format!("{url}?sslmode={mode}"), "", ""), &["once", "--dry-run"]);
+        let output = run_agent(
+            &server_config(directory.path(), &format!("{url}?sslmode={mode}"), "", ""),
+            &["once", "--dry-run"],
+        );
         assert!(output.status.success(), "{mode}: {}", stderr(&output));
         assert_eq!(counts_in(&stdout(&output)), small_counts(), "{mode}");
     }
@@ -276,10 +242,11 @@ fn a_read_past_source_timeout_is_stopped_on_the_server_and_a_migrations_lock_is_
     small_database(&database);
     // A name table that takes 30 s a row to read, as a runaway query would.
     database.mariadb("CREATE VIEW slow_api AS SELECT id, name FROM `apiMetrics_api` WHERE SLEEP(30) = 0;");
-    let user = database.create_reader("agent", PASSWORD, true);
+    let user = database.create_reader("agent", READER_PASSWORD, true);
     let server = mariadb();
     let directory = tempfile::tempdir().unwrap();
-    let slow = config(directory.path(), &database.url(&user, None), "timeout = \"1s\"\napi_table = \"slow_api\"\n", "");
+    let slow =
+        server_config(directory.path(), &database.url(&user, None), "timeout = \"1s\"\napi_table = \"slow_api\"\n", "");
     let started = Instant::now();
     let output = run_agent(&slow, &["once", "--dry-run"]);
     let said = stderr(&output);
@@ -307,7 +274,7 @@ fn a_read_past_source_timeout_is_stopped_on_the_server_and_a_migrations_lock_is_
         );
         (locked.trim() == "1").then_some(())
     });
-    let waiting = config(directory.path(), &database.url(&user, None), "timeout = \"10s\"\n", "");
+    let waiting = server_config(directory.path(), &database.url(&user, None), "timeout = \"10s\"\n", "");
     let started = Instant::now();
     let output = run_agent(&waiting, &["once", "--dry-run"]);
     let _ = migration.kill();
@@ -327,10 +294,10 @@ fn a_server_restart_under_run_fails_ticks_clearly_then_recovers_by_itself() {
     let private = private_mariadb(directory.path());
     let database = TestDatabase::create_on(&private.server, "restart");
     small_database(&database);
-    let user = database.create_reader("agent", PASSWORD, true);
+    let user = database.create_reader("agent", READER_PASSWORD, true);
     let scrape_port = free_port();
     let site = tempfile::tempdir().unwrap();
-    let config_path = config(
+    let config_path = server_config(
         site.path(),
         &database.url(&user, None),
         "timeout = \"5s\"\n",
@@ -347,7 +314,7 @@ fn a_server_restart_under_run_fails_ticks_clearly_then_recovers_by_itself() {
     let log = running.log();
     assert!(log.contains(&format!("reading {} (source.database)", database.url(&user, None))), "{log}");
     assert!(log.contains(&format!("127.0.0.1:{}", private.server.port)), "{log}");
-    assert!(!log.contains(PASSWORD), "{log}");
+    assert!(!log.contains(READER_PASSWORD), "{log}");
 
     private.start();
     let succeeded = running.ticks("success");
@@ -376,9 +343,10 @@ fn names_equal_under_the_columns_collation_stay_apart_as_the_django_view_keeps_t
                   (1, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6) - INTERVAL 2 HOUR, 4, 2);",
     );
     assert_eq!(database.mariadb(&format!("SELECT 'Lipa 🐍 na M-Pesa 🇰🇪' = '{FOUR_BYTE_API}';")).trim(), "1");
-    let user = database.create_reader("agent", PASSWORD, true);
+    let user = database.create_reader("agent", READER_PASSWORD, true);
     let directory = tempfile::tempdir().unwrap();
-    let output = run_agent(&config(directory.path(), &database.url(&user, None), "", ""), &["once", "--dry-run"]);
+    let output =
+        run_agent(&server_config(directory.path(), &database.url(&user, None), "", ""), &["once", "--dry-run"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let counts = counts_in(&stdout(&output));
     assert_eq!(counts[&pair("Mpesa Express", "Pending")], 3);
@@ -399,9 +367,9 @@ fn null_keys_and_names_that_are_no_text_are_counted_as_sqlite_counts_them() {
            VALUES (1, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6) - INTERVAL 2 HOUR, NULL, 1);
          CREATE VIEW odd_api AS SELECT id, CASE WHEN id = 1 THEN NULL ELSE 42 END AS name FROM `apiMetrics_api`;",
     );
-    let user = database.create_reader("agent", PASSWORD, true);
+    let user = database.create_reader("agent", READER_PASSWORD, true);
     let directory = tempfile::tempdir().unwrap();
-    let config_path = config(directory.path(), &database.url(&user, None), "api_table = \"odd_api\"\n", "");
+    let config_path = server_config(directory.path(), &database.url(&user, None), "api_table = \"odd_api\"\n", "");
     let output = run_agent(&config_path, &["once", "--dry-run"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let printed = stdout(&output);

@@ -341,3 +341,12 @@ fn serve_connection(stream: TcpStream, log: &Mutex<Vec<Received>>, replies: &[Re
         }
     }
 }
+
+/// The answer of Prometheus (or VictoriaMetrics) on 127.0.0.1:`port` to the instant query
+/// `promql`, as JSON, whatever its status.
+pub(crate) fn instant_query(port: u16, promql: &str) -> serde_json::Value {
+    let url =
+        reqwest::Url::parse_with_params(&format!("http://127.0.0.1:{port}/api/v1/query"), [("query", promql)]).unwrap();
+    let body = reqwest::blocking::Client::new().get(url).send().unwrap().text().unwrap();
+    serde_json::from_str(&body).unwrap_or_else(|error| panic!("{error}: {body}"))
+}

@@ -5,10 +5,7 @@
 //! impostor that asks for the password in plain text, one that never answers, and rows Django
 //! would not write (NULL keys, names that are no text) neither get the password nor stop the agent.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,35 +14,6 @@ use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use crate::peers::parse_exposition;
 use crate::postgres_support::*;
 use crate::support::*;
-
-const PASSWORD: &str = "reader-password-7301";
-
-/// A config in `directory` reading `url` with `PASSWORD` from a file, `source_keys` added to
-/// `[source]` and `extra` after it.
-fn config(directory: &Path, url: &str, source_keys: &str, extra: &str) -> PathBuf {
-    let password_file = directory.join("db-password");
-    std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
-    std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let config = directory.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[agent]\nstate_dir = \"state\"\n[source]\ndatabase = \"{url}\"\npassword_file = \"db-password\"\n{source_keys}\
-             [schedule]\ninterval = \"1s\"\n{extra}"
-        ),
-    )
-    .unwrap();
-    config
-}
-
-/// The `api_transactions` series of an exposition by (api, status).
-fn counts_in(exposition: &str) -> BTreeMap<(String, String), u64> {
-    parse_exposition(exposition)
-        .into_iter()
-        .filter(|(name, _, _)| name == "api_transactions")
-        .map(|(_, labels, value)| ((labels["api"].clone(), labels["status"].clone()), value as u64))
-        .collect()
-}
 
 /// A database with Django's tables (from `schema/django-postgresql.sql`), two APIs and two
 /// statuses, and 3 + 2 transactions in the window, 9 outside it.
@@ -67,11 +35,11 @@ fn once_prints_exactly_what_djangos_orm_counts_with_and_without_use_tz() {
         let database = TestDatabase::create("counts");
         let (_, django_counts) = django_fill(&database, use_tz, zone);
         assert!(django_counts.len() > 10 && django_counts.values().sum::<u64>() > 1000, "{django_counts:?}");
-        let role = database.create_reader("agent", PASSWORD, true);
+        let role = database.create_reader("agent", READER_PASSWORD, true);
         let directory = tempfile::tempdir().unwrap();
         let timezone = if use_tz { String::new() } else { format!("timezone = \"{zone}\"\n") };
         let config_of = |zero_fill: bool| {
-            config(
+            server_config(
                 directory.path(),
                 &database.url(&role, None),
                 &timezone,
@@ -119,7 +87,7 @@ fn a_wrong_password_no_server_and_a_role_without_select_each_say_what_and_where(
 
     // A wrong password: the server's reason and address, never the password.
     let role = database.create_reader("agent", "another-password-5150", true);
-    let config_path = config(directory.path(), &database.url(&role, None), "", "");
+    let config_path = server_config(directory.path(), &database.url(&role, None), "", "");
     for command in [&["once", "--dry-run"][..], &["check"]] {
         let output = run_agent(&config_path, command);
         let said = stderr(&output);
@@ -127,19 +95,20 @@ fn a_wrong_password_no_server_and_a_role_without_select_each_say_what_and_where(
         assert!(said.contains(&format!("cannot connect to postgres://{role}@{}/", server.address())), "{said}");
         assert!(said.contains("password authentication failed"), "{said}");
         assert!(said.contains("check the user in source.database and the password"), "{said}");
-        assert!(!said.contains(PASSWORD) && !said.contains("another-password"), "{said}");
+        assert!(!said.contains(READER_PASSWORD) && !said.contains("another-password"), "{said}");
     }
 
     // No server at the address.
     let nowhere = format!("postgres://{role}@127.0.0.1:{}/{}", free_port(), database.name());
-    let output = run_agent(&config(directory.path(), &nowhere, "", ""), &["once", "--dry-run"]);
+    let output = run_agent(&server_config(directory.path(), &nowhere, "", ""), &["once", "--dry-run"]);
     let said = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{said}");
     assert!(said.contains(&format!("cannot connect to {nowhere}")) && said.contains("refused"), "{said}");
 
     // A role that may connect but not read the tables: told which tables and the GRANT.
-    let reader = database.create_reader("nosel", PASSWORD, false);
-    let output = run_agent(&config(directory.path(), &database.url(&reader, None), "", ""), &["once", "--dry-run"]);
+    let reader = database.create_reader("nosel", READER_PASSWORD, false);
+    let output =
+        run_agent(&server_config(directory.path(), &database.url(&reader, None), "", ""), &["once", "--dry-run"]);
     let said = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{said}");
     assert!(
@@ -152,8 +121,8 @@ fn a_wrong_password_no_server_and_a_role_without_select_each_say_what_and_where(
 
     // A database that is not the app's.
     let empty = TestDatabase::create("empty");
-    let stranger = empty.create_reader("agent", PASSWORD, false);
-    let output = run_agent(&config(directory.path(), &empty.url(&stranger, None), "", ""), &["check"]);
+    let stranger = empty.create_reader("agent", READER_PASSWORD, false);
+    let output = run_agent(&server_config(directory.path(), &empty.url(&stranger, None), "", ""), &["check"]);
     let said = stderr(&output);
     assert!(said.contains("table \"apiMetrics_api\" is missing") && said.contains("migrate"), "{said}");
 }
@@ -162,13 +131,13 @@ fn a_wrong_password_no_server_and_a_role_without_select_each_say_what_and_where(
 fn tls_verify_full_connects_with_the_servers_ca_and_refuses_another() {
     let database = TestDatabase::create("tls");
     small_database(&database);
-    let role = database.create_reader("agent", PASSWORD, true);
+    let role = database.create_reader("agent", READER_PASSWORD, true);
     let directory = tempfile::tempdir().unwrap();
     let url = database.url(&role, None);
     let server = postgres();
 
     let with_ca = format!("sslmode = \"verify-full\"\nsslrootcert = \"{}\"\n", server.ca_file.display());
-    let output = run_agent(&config(directory.path(), &url, &with_ca, ""), &["once", "--dry-run"]);
+    let output = run_agent(&server_config(directory.path(), &url, &with_ca, ""), &["once", "--dry-run"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let counts = counts_in(&stdout(&output));
     assert_eq!(counts[&("Mpesa Express".to_owned(), "Pending".to_owned())], 3);
@@ -181,7 +150,7 @@ fn tls_verify_full_connects_with_the_servers_ca_and_refuses_another() {
     let other_file = directory.path().join("other-ca.pem");
     std::fs::write(&other_file, other_ca.pem()).unwrap();
     let with_other = format!("sslmode = \"verify-full\"\nsslrootcert = \"{}\"\n", other_file.display());
-    let output = run_agent(&config(directory.path(), &url, &with_other, ""), &["once", "--dry-run"]);
+    let output = run_agent(&server_config(directory.path(), &url, &with_other, ""), &["once", "--dry-run"]);
     let said = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{said}");
     assert!(said.contains(&format!("cannot connect to {url}")), "{said}");
@@ -189,7 +158,7 @@ fn tls_verify_full_connects_with_the_servers_ca_and_refuses_another() {
 
     // "require" encrypts without checking; the URL may say it as libpq's do.
     let output =
-        run_agent(&config(directory.path(), &format!("{url}?sslmode=require"), "", ""), &["once", "--dry-run"]);
+        run_agent(&server_config(directory.path(), &format!("{url}?sslmode=require"), "", ""), &["once", "--dry-run"]);
     assert!(output.status.success(), "{}", stderr(&output));
 }
 
@@ -199,10 +168,10 @@ fn a_server_restart_under_run_fails_ticks_clearly_then_recovers_by_itself() {
     let private = private_postgres(directory.path());
     let database = TestDatabase::create_on(&private.server, "restart");
     small_database(&database);
-    let role = database.create_reader("agent", PASSWORD, true);
+    let role = database.create_reader("agent", READER_PASSWORD, true);
     let scrape_port = free_port();
     let site = tempfile::tempdir().unwrap();
-    let config_path = config(
+    let config_path = server_config(
         site.path(),
         &database.url(&role, None),
         "timeout = \"5s\"\n",
@@ -219,7 +188,7 @@ fn a_server_restart_under_run_fails_ticks_clearly_then_recovers_by_itself() {
     let log = running.log();
     assert!(log.contains(&format!("reading {} (source.database)", database.url(&role, None))), "{log}");
     assert!(log.contains(&format!("127.0.0.1:{}", private.server.port)), "{log}");
-    assert!(!log.contains(PASSWORD), "{log}");
+    assert!(!log.contains(READER_PASSWORD), "{log}");
 
     private.start();
     let succeeded = running.ticks("success");
@@ -278,20 +247,21 @@ fn an_impostor_gets_no_password_and_a_silent_server_ends_the_connect() {
     // the TLS channel, so a server asking for it in plain text gets nothing.
     let (port, impostor) = impostor_asking_for_the_password();
     let url = format!("postgres://agent@127.0.0.1:{port}/app");
-    let output = run_agent(&config(directory.path(), &url, "sslmode = \"require\"\n", ""), &["once", "--dry-run"]);
+    let output =
+        run_agent(&server_config(directory.path(), &url, "sslmode = \"require\"\n", ""), &["once", "--dry-run"]);
     let said = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{said}");
     assert!(said.contains(&format!("cannot connect to {url}")), "{said}");
     assert!(said.contains("server did not use channel binding") && said.contains("verify-full"), "{said}");
     let sent = impostor.join().unwrap();
-    assert!(!String::from_utf8_lossy(&sent).contains(PASSWORD), "the impostor got the password: {sent:?}");
+    assert!(!String::from_utf8_lossy(&sent).contains(READER_PASSWORD), "the impostor got the password: {sent:?}");
 
     // A server that accepts and never answers (a stopped postmaster): the login has its limit,
     // said as such, within source.timeout.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("postgres://agent@127.0.0.1:{}/app", silent.local_addr().unwrap().port());
     let started = Instant::now();
-    let output = run_agent(&config(directory.path(), &url, "timeout = \"2s\"\n", ""), &["once", "--dry-run"]);
+    let output = run_agent(&server_config(directory.path(), &url, "timeout = \"2s\"\n", ""), &["once", "--dry-run"]);
     let said = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{said}");
     assert!(said.contains(&format!("cannot connect to {url}: no answer within 1s 500ms while logging in")), "{said}");
@@ -310,10 +280,10 @@ fn null_keys_and_names_that_are_no_text_are_counted_as_sqlite_counts_them() {
            VALUES (1, now(), now() - interval '2 hours', NULL, 1);
          CREATE VIEW odd_api AS SELECT id, CASE WHEN id = 1 THEN NULL ELSE 42 END AS name FROM \"apiMetrics_api\";",
     );
-    let role = database.create_reader("agent", PASSWORD, true);
+    let role = database.create_reader("agent", READER_PASSWORD, true);
     database.psql(&format!("GRANT SELECT ON odd_api TO \"{role}\";"));
     let directory = tempfile::tempdir().unwrap();
-    let config_path = config(directory.path(), &database.url(&role, None), "api_table = \"odd_api\"\n", "");
+    let config_path = server_config(directory.path(), &database.url(&role, None), "api_table = \"odd_api\"\n", "");
     let output = run_agent(&config_path, &["once", "--dry-run"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let printed = stdout(&output);

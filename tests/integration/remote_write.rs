@@ -16,10 +16,7 @@ const DEADLINE: Duration = Duration::from_secs(30);
 
 /// The result of an instant query: each series' labels and value.
 fn query(port: u16, promql: &str) -> Vec<(BTreeMap<String, String>, String)> {
-    let url =
-        reqwest::Url::parse_with_params(&format!("http://127.0.0.1:{port}/api/v1/query"), [("query", promql)]).unwrap();
-    let body = reqwest::blocking::Client::new().get(url).send().unwrap().text().unwrap();
-    let response: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let response = instant_query(port, promql);
     assert_eq!(response["status"], "success", "{response}");
     let results = response["data"]["result"].as_array().unwrap();
     let value_of = |result: &serde_json::Value| {

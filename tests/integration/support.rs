@@ -308,3 +308,34 @@ impl Drop for Running {
         let _ = self.child.wait();
     }
 }
+
+/// The password of the reader roles the server tests make; `server_config` writes it to a file.
+pub(crate) const READER_PASSWORD: &str = "reader-password-7301";
+
+/// A config in `directory` reading the server at `url` with `READER_PASSWORD` from a file (mode
+/// 0600), `source_keys` added to `[source]` and `extra` after it; ticking every second.
+pub(crate) fn server_config(directory: &Path, url: &str, source_keys: &str, extra: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let password_file = directory.join("db-password");
+    std::fs::write(&password_file, format!("{READER_PASSWORD}\n")).unwrap();
+    std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = directory.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nstate_dir = \"state\"\n[source]\ndatabase = \"{url}\"\npassword_file = \"db-password\"\n{source_keys}\
+             [schedule]\ninterval = \"1s\"\n{extra}"
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// The `api_transactions` series of an exposition by (api, status).
+pub(crate) fn counts_in(exposition: &str) -> std::collections::BTreeMap<(String, String), u64> {
+    crate::peers::parse_exposition(exposition)
+        .into_iter()
+        .filter(|(name, _, _)| name == "api_transactions")
+        .map(|(_, labels, value)| ((labels["api"].clone(), labels["status"].clone()), value as u64))
+        .collect()
+}
