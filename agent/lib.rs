@@ -5,7 +5,8 @@
 //! The modules form layers, each importing only from those below it (ARCHITECTURE.md):
 //! [`common`] → [`source`] → [`snapshot`], `exposition` and `history` → `http` and `telemetry` →
 //! the outlets (`pushgateway`, [`remote_write`]) → [`config`] → the run loop ([`run`], [`check`],
-//! `scrape`, `http_server`, `status_page`, `ticker`) → [`demo`]. [`populate`] makes sample
+//! `scrape`, `http_server`, `status_page`, `ticker`) → [`demo`]. [`manual`] writes the man page
+//! from the command line's definition, which it is given. [`populate`] makes sample
 //! databases from [`common`] alone.
 
 pub mod check;
@@ -16,6 +17,7 @@ pub(crate) mod exposition;
 pub(crate) mod history;
 pub(crate) mod http;
 pub(crate) mod http_server;
+pub mod manual;
 pub mod populate;
 pub(crate) mod pushgateway;
 pub mod remote_write;

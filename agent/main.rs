@@ -11,11 +11,20 @@ use apimetrics_agent::common::logging::{self, LogFormat};
 use apimetrics_agent::common::redact::redact;
 use apimetrics_agent::config::{self, ConfigError};
 use apimetrics_agent::populate::{self, Population};
-use apimetrics_agent::{check, demo, run};
-use clap::{Parser, Subcommand};
+use apimetrics_agent::{check, demo, manual, run};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(version, about = "Pushes a Django app's 24-hour transaction aggregate out of firewalled sites")]
+#[command(
+    version,
+    about = "Pushes a Django app's 24-hour transaction aggregate out of firewalled sites",
+    long_about = "apimetrics-agent reads a Django payment app's database (SQLite, PostgreSQL, MySQL or \
+MariaDB) read-only on a schedule, counts the transactions modified in the last 24 hours by API \
+and status, and gets that aggregate out of the site as the gauge api_transactions: pushed to a \
+Prometheus Pushgateway, sent by Prometheus remote-write through a queue on disk, and served on \
+a local /metrics. The configuration file says where to read, when and where to send; \
+/usr/share/doc/apimetrics-agent/README.md describes every key."
+)]
 struct Cli {
     /// The configuration file.
     #[arg(long, global = true, env = "APIMETRICS_CONFIG", default_value = "config.toml")]
@@ -65,6 +74,9 @@ enum Command {
     },
     /// Create demo.sqlite3, keep changing it as the app would, and run the agent on it.
     Demo,
+    /// Print the manual page, apimetrics-agent(1), in roff.
+    #[command(hide = true)]
+    Man,
 }
 
 fn main() -> ExitCode {
@@ -131,6 +143,7 @@ fn execute_on(cli: Cli, runtime: &tokio::runtime::Runtime) -> anyhow::Result<Exi
             logging::init(cli.log_format.unwrap_or_default());
             runtime.block_on(demo::run(&cli.config, shutdown_signal(runtime)?))?
         }
+        Command::Man => print!("{}", manual::render(Cli::command())),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -13,6 +13,7 @@ mod mariadb;
 mod mariadb_support;
 mod module_graph;
 mod no_harm;
+mod package;
 mod peers;
 mod postgres;
 mod postgres_support;

@@ -420,7 +420,7 @@ const LAYERS: [&[&str]; 8] = [
     &["crate::pushgateway", "crate::remote_write"],
     &["crate::config"],
     &["crate::ticker", "crate::scrape", "crate::http_server", "crate::status_page", "crate::run", "crate::check"],
-    &["crate::demo", "crate"],
+    &["crate::demo", "crate::manual", "crate"],
 ];
 
 /// The layer of `module`: that of the longest listed prefix it falls under.
