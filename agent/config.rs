@@ -107,11 +107,19 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Where the Debian package installs the configuration, which its unit passes with `--config`.
+pub const PACKAGED_PATH: &str = "/etc/apimetrics-agent/config.toml";
+
 /// Reads and validates the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = read_regular_text(path).map_err(|error| ConfigError {
-        path: path.to_owned(),
-        problems: vec![format!("cannot read it: {error} (pass --config PATH or set APIMETRICS_CONFIG)")],
+    let text = read_regular_text(path).map_err(|error| {
+        let packaged = Path::new(PACKAGED_PATH);
+        let hint = if error.kind() == std::io::ErrorKind::NotFound && path != packaged && packaged.is_file() {
+            format!("pass --config {PACKAGED_PATH}, where the Debian package installed it, or set APIMETRICS_CONFIG")
+        } else {
+            "pass --config PATH or set APIMETRICS_CONFIG".to_owned()
+        };
+        ConfigError { path: path.to_owned(), problems: vec![format!("cannot read it: {error} ({hint})")] }
     })?;
     parse(path, &text)
 }

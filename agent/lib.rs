@@ -6,7 +6,7 @@
 //! [`common`] → [`source`] → [`snapshot`], `exposition` and `history` → `http` and `telemetry` →
 //! the outlets (`pushgateway`, [`remote_write`]) → [`config`] → the run loop ([`run`], [`check`],
 //! `scrape`, `http_server`, `status_page`, `ticker`) → [`demo`]. [`manual`] writes the man page
-//! from the command line's definition, which it is given. [`populate`] makes sample
+//! from the command line's definition, which `main` gives it. [`populate`] makes sample
 //! databases from [`common`] alone.
 
 pub mod check;

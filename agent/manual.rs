@@ -7,8 +7,9 @@
 use clap_mangen::Man;
 use clap_mangen::roff::{Roff, bold, italic, roman};
 
-/// Where the Debian package puts the agent's files, as the FILES section and the unit name them.
-pub const PACKAGED_CONFIG: &str = "/etc/apimetrics-agent/config.toml";
+use crate::config::PACKAGED_PATH as PACKAGED_CONFIG;
+
+/// The packaged configuration's agent.state_dir, which the unit's StateDirectory= makes.
 const PACKAGED_STATE_DIR: &str = "/var/lib/apimetrics-agent";
 
 /// The whole page, in roff, for `command` (the binary's `Cli::command()`).

@@ -23,7 +23,9 @@ const DATABASE_GID: u32 = 61_874;
 fn package_file() -> PathBuf {
     let deb = std::env::var("APIMETRICS_TEST_DEB")
         .expect("APIMETRICS_TEST_DEB names the .deb: tests/run builds it with `cargo deb` and sets it");
-    PathBuf::from(deb)
+    let deb = PathBuf::from(deb);
+    assert!(deb.is_file(), "APIMETRICS_TEST_DEB={} is no file", deb.display());
+    deb
 }
 
 fn run(program: &str, arguments: &[&str]) -> std::process::Output {
@@ -120,6 +122,16 @@ fn the_package_installs_runs_as_its_unit_would_and_purges_without_a_trace() {
     assert!(conffiles.contains(CONFIG), "{CONFIG} is not a conffile: {conffiles}");
     let version = succeeds("/usr/bin/apimetrics-agent", &["--version"]);
     assert_eq!(version.trim(), format!("apimetrics-agent {}", env!("CARGO_PKG_VERSION")));
+    // Without --config, in a folder with no config.toml, it points at the package's config.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let lost = Command::new("/usr/bin/apimetrics-agent")
+        .arg("check")
+        .current_dir(elsewhere.path())
+        .env_remove("APIMETRICS_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(lost.status.code(), Some(2));
+    assert!(stderr(&lost).contains(&format!("pass --config {CONFIG}, where the Debian package installed it")));
     // The installed unit verifies, its ExecStart naming the installed binary.
     let verified = run("systemd-analyze", &["verify", UNIT]);
     let said = format!("{}{}", stdout(&verified), stderr(&verified));
