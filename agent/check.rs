@@ -47,9 +47,9 @@ pub async fn check(config: &Config, targets: bool) -> CheckReport {
             );
         }
         (Err(error), _) => report.failures.push(format!(
-            "agent.state_dir {}: cannot be written ({error}); the agent keeps its lock and the remote-write queues \
-             there: create it writable to the agent's user, or point agent.state_dir elsewhere",
-            config.state_dir.display()
+            "agent.state_dir {}: cannot be written ({error}); {}",
+            config.state_dir.display(),
+            instance_lock::STATE_DIR_REMEDY
         )),
     }
     if targets {

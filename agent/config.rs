@@ -15,7 +15,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::common::deserialize::deserialize_past_mistakes;
-use crate::common::files::read_regular_text;
+use crate::common::files::{read_regular_text, readable_by_everyone};
 use crate::common::logging::LogFormat;
 use crate::common::problems::{DurationText, Problems, duration};
 use crate::common::ranges::SCHEDULE_INTERVAL;
@@ -124,6 +124,25 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(path, &text)
 }
 
+/// A warning when the config holds secrets of its own and every user on the machine may read it.
+fn warn_of_secrets_everyone_may_read(problems: &mut Problems<'_>, path: &Path) {
+    let keys = problems.take_inline_secrets();
+    if keys.is_empty() {
+        return;
+    }
+    if let Some((mode, _)) = readable_by_everyone(path) {
+        problems.warn(
+            &keys.join(", "),
+            format_args!(
+                "secret written in {}, which every user on this machine may read (mode {mode:04o}): move secrets \
+                 to *_file keys (password_file, bearer_token_file) naming a file only the agent's user may read \
+                 (LoadCredential= under systemd), or `chmod o-r` the config",
+                path.display()
+            ),
+        );
+    }
+}
+
 /// Parses and validates configuration text; `path` names it in messages and anchors relative paths.
 /// Every problem is reported: unknown keys and values of the wrong type are taken out and the
 /// rest checked as if they were not there.
@@ -131,6 +150,7 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let mut problems = Problems::new(text);
     let config = deserialize_past_mistakes::<RawConfig>(text, &mut problems).map(|raw| {
         let mut config = raw.validate(&mut problems, path, text);
+        warn_of_secrets_everyone_may_read(&mut problems, path);
         config.warnings = problems.take_warnings();
         config
     });

@@ -16,6 +16,7 @@ use crate::common::django_time::django_timestamp;
 use crate::common::random::SplitMix64;
 use crate::config;
 use crate::populate::{self, Population};
+use crate::run::Hangups;
 use crate::source::config::Database;
 
 /// The sample database `demo` creates beside the config file and writes to.
@@ -23,7 +24,7 @@ const DEMO_DATABASE: &str = "demo.sqlite3";
 
 /// Creates the demo database if absent, starts the sample writer, and runs the agent on the
 /// config at `config_path` until `shutdown`.
-pub async fn run(config_path: &Path, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(config_path: &Path, hangups: Hangups, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let database = config_path.parent().unwrap_or(Path::new(".")).join(DEMO_DATABASE);
     if !database.exists() {
         info!(database = %database.display(), "creating the demo database");
@@ -55,7 +56,7 @@ pub async fn run(config_path: &Path, shutdown: impl Future<Output = ()>) -> anyh
             }
         })
     };
-    let outcome = crate::run::run(config, shutdown).await;
+    let outcome = crate::run::run(config, hangups, shutdown).await;
     stop.store(true, Ordering::Relaxed);
     let _ = writer.join();
     outcome

@@ -1,6 +1,7 @@
 //! The `apimetrics-agent` binary: parses the command line, sets up logging, loads the config and
 //! calls into the library. Exit codes: 0 success, 1 failure, 2 bad configuration or usage.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -27,11 +28,11 @@ a local /metrics. The configuration file says where to read, when and where to s
 )]
 struct Cli {
     /// The configuration file.
-    #[arg(long, global = true, env = "APIMETRICS_CONFIG", default_value = "config.toml")]
+    #[arg(long, global = true, value_name = "FILE", env = "APIMETRICS_CONFIG", default_value = "config.toml")]
     config: PathBuf,
     /// How log records are written to stderr: "text" (one line each) or "json" (one object per
     /// line); overrides [log] format.
-    #[arg(long, global = true, env = "APIMETRICS_LOG_FORMAT")]
+    #[arg(long, global = true, value_name = "FORMAT", env = "APIMETRICS_LOG_FORMAT")]
     log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Option<Command>,
@@ -80,7 +81,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    hangups(libc::SIG_IGN);
     let cli = Cli::parse();
+    if !matches!(cli.command, None | Some(Command::Run | Command::Demo)) {
+        hangups(libc::SIG_DFL);
+    }
     match execute(cli) {
         Ok(code) => code,
         Err(error) => {
@@ -92,6 +97,16 @@ fn main() -> ExitCode {
             if error.chain().any(|cause| cause.is::<ConfigError>()) { ExitCode::from(2) } else { ExitCode::FAILURE }
         }
     }
+}
+
+/// Sets what SIGHUP does. `main` ignores it at once: until `run` catches it to reload, one must
+/// not end the agent, as its default action would (`systemctl reload` right after a start), and
+/// one that comes before the config is read asks for nothing that reading it will not do. The
+/// other commands get the default back.
+fn hangups(action: libc::sighandler_t) {
+    // SAFETY: sets a signal's disposition to SIG_IGN or SIG_DFL, plain values, while no other
+    // thread exists; Tokio's handler replaces it when `signals` runs.
+    unsafe { libc::signal(libc::SIGHUP, action) };
 }
 
 fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -112,9 +127,11 @@ fn execute_on(cli: Cli, runtime: &tokio::runtime::Runtime) -> anyhow::Result<Exi
     };
     match cli.command.clone().unwrap_or(Command::Run) {
         Command::Run => {
+            let signals = signals(runtime)?;
             let config = load()?;
             apimetrics_agent::common::open_files::raise_soft_limit();
-            runtime.block_on(run::run(config, shutdown_signal(runtime)?))?;
+            let (hangups, shutdown) = signals;
+            runtime.block_on(run::run(config, hangups, shutdown))?;
         }
         Command::Once { dry_run } => {
             let config = load()?;
@@ -141,25 +158,28 @@ fn execute_on(cli: Cli, runtime: &tokio::runtime::Runtime) -> anyhow::Result<Exi
         }
         Command::Demo => {
             logging::init(cli.log_format.unwrap_or_default());
-            runtime.block_on(demo::run(&cli.config, shutdown_signal(runtime)?))?
+            let (hangups, shutdown) = signals(runtime)?;
+            runtime.block_on(demo::run(&cli.config, hangups, shutdown))?
         }
         Command::Man => print!("{}", manual::render(Cli::command())),
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// A future that resolves on the first SIGTERM or SIGINT. The handlers are in place when this
-/// returns, so a signal that comes while the agent is still starting is not lost (nor, by the
-/// default action, the process).
-fn shutdown_signal(runtime: &tokio::runtime::Runtime) -> anyhow::Result<impl std::future::Future<Output = ()>> {
+/// The SIGHUPs `run` reloads on, and a future that resolves on the first SIGTERM or SIGINT. The
+/// handlers are in place when this returns, so a signal that comes while the config is read or
+/// the agent is still starting is not lost (nor, by the default action, the process).
+fn signals(runtime: &tokio::runtime::Runtime) -> anyhow::Result<(run::Hangups, impl Future<Output = ()>)> {
     use tokio::signal::unix::{SignalKind, signal};
     let _inside = runtime.enter();
+    let hangups = run::Hangups::catch()?;
     let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    Ok(async move {
+    let shutdown = async move {
         tokio::select! {
             _ = terminate.recv() => {}
             _ = interrupt.recv() => {}
         }
-    })
+    };
+    Ok((hangups, shutdown))
 }

@@ -16,12 +16,16 @@ const PACKAGED_STATE_DIR: &str = "/var/lib/apimetrics-agent";
 pub fn render(command: clap::Command) -> String {
     let mut command = command.disable_help_subcommand(true);
     command.build();
-    // No date: the page changes only when the CLI does (the version says which release).
-    let man = Man::new(command.clone()).date("").manual("apimetrics-agent manual");
+    // The release's date, not today's: the page changes only when the CLI or the release does.
+    let man = Man::new(command.clone()).date(release_date()).manual("apimetrics-agent manual");
     let mut page = Vec::new();
-    for section in [Man::render_title, Man::render_name_section, Man::render_synopsis_section] {
+    for section in [Man::render_title, Man::render_name_section] {
         section(&man, &mut page).expect("writing to a Vec cannot fail");
     }
+    // clap_mangen's synopsis leaves out what an option takes (`[--config]`).
+    let mut synopsis = Roff::new();
+    synopsis_section(&mut synopsis, &command);
+    page.extend(synopsis.to_roff().into_bytes());
     man.render_description_section(&mut page).expect("writing to a Vec cannot fail");
     man.render_options_section(&mut page).expect("writing to a Vec cannot fail");
 
@@ -31,6 +35,33 @@ pub fn render(command: clap::Command) -> String {
     let mut page = String::from_utf8(page).expect("clap_mangen writes UTF-8");
     page.push_str(&roff.to_roff());
     page
+}
+
+/// The date of the package's latest release, from its changelog's trailer line
+/// (` -- maintainer <address>  Thu, 26 Nov 2026 07:30:00 +0000`), as YYYY-MM-DD.
+fn release_date() -> String {
+    let changelog = include_str!("../contrib/debian/changelog");
+    let trailer = changelog.lines().find(|line| line.starts_with(" -- ")).expect("the changelog has a trailer line");
+    let (_, date) = trailer.split_once(">  ").expect("the trailer line has the maintainer, two spaces, then the date");
+    let date = chrono::DateTime::parse_from_rfc2822(date).expect("the changelog's date is RFC 2822, as dpkg wants it");
+    date.format("%Y-%m-%d").to_string()
+}
+
+/// SYNOPSIS: the global options with what they take, then the command.
+fn synopsis_section(roff: &mut Roff, command: &clap::Command) {
+    roff.control("SH", ["SYNOPSIS"]);
+    let mut synopsis = vec![bold(command.get_name())];
+    for argument in command.get_arguments().filter(|argument| !argument.is_hide_set()) {
+        synopsis.push(roman(" ["));
+        match argument.get_id().as_str() {
+            "help" => synopsis.extend([bold("-h"), roman("|"), bold("--help")]),
+            "version" => synopsis.extend([bold("-V"), roman("|"), bold("--version")]),
+            _ => synopsis.extend(usage(argument)),
+        }
+        synopsis.push(roman("]"));
+    }
+    synopsis.extend([roman(" ["), italic("COMMAND"), roman("]")]);
+    roff.text(synopsis);
 }
 
 /// COMMANDS: each visible subcommand, its synopsis, what it does and its own options.
@@ -108,7 +139,7 @@ fn closing_sections(roff: &mut Roff) {
         roff,
         "2",
         "Bad configuration or usage: every problem in the file is listed with its line and key before the agent \
-         refuses to start.",
+         refuses to start. The packaged unit does not restart it after this status (RestartPreventExitStatus=2).",
     );
 
     roff.control("SH", ["SIGNALS"]);
@@ -116,7 +147,8 @@ fn closing_sections(roff: &mut Roff) {
         roff,
         "SIGHUP",
         "Re-read the configuration file. A bad one is refused with its problems logged, and the agent runs on with \
-         the old one.",
+         the old one. One that comes while run or demo is starting does not end it: it is taken once the agent \
+         runs.",
     );
     entry(
         roff,

@@ -39,12 +39,24 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// The longest reading and checking the config may take at a reload before it is refused.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The process's SIGHUPs, caught from the moment this is made: one that comes while the config is
+/// read or the agent starts neither kills it (SIGHUP's default action) nor is lost, but reloads
+/// the config once the agent runs.
+pub struct Hangups(tokio::signal::unix::Signal);
+
+impl Hangups {
+    /// Installs the handler; within a Tokio runtime.
+    pub fn catch() -> anyhow::Result<Hangups> {
+        Ok(Hangups(signal(SignalKind::hangup()).context("installing the SIGHUP handler")?))
+    }
+}
+
 /// Runs until `shutdown` resolves (SIGTERM or SIGINT in the binary), then stops cleanly.
 /// SIGHUP re-reads the config; a config that fails validation is refused and the agent goes on.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(config: Config, hangups: Hangups, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
     let mut agent = tokio::select! {
-        started = Agent::start(config) => started?,
+        started = Agent::start(config, hangups) => started?,
         () = &mut shutdown => {
             info!("stopped before the start had finished (opening the queues)");
             return Ok(());
@@ -86,7 +98,7 @@ struct Agent {
 impl Agent {
     /// Binds the scrape endpoint, opens the queues, starts a delivery task per target and the
     /// ticker.
-    async fn start(config: Config) -> anyhow::Result<Agent> {
+    async fn start(config: Config, hangups: Hangups) -> anyhow::Result<Agent> {
         let instance_lock = InstanceLock::acquire(&config.state_dir)?;
         let config = Arc::new(config);
         let telemetry = Arc::new(Telemetry::default());
@@ -107,7 +119,7 @@ impl Agent {
                 }
             });
         }
-        tasks.spawn(forward_hangups(reload_sender, stop.clone())?);
+        tasks.spawn(forward_hangups(hangups, reload_sender, stop.clone()));
 
         // Opening a queue checks it, which takes seconds on a big one: off the runtime's threads,
         // so that a SIGTERM meanwhile is seen.
@@ -311,19 +323,13 @@ fn target_names(config: &Config) -> impl Iterator<Item = (&str, TargetKind)> {
 }
 
 /// A task that turns each SIGHUP into a reload request, until `stop`.
-fn forward_hangups(
-    reloads: mpsc::Sender<ReloadRequest>,
-    stop: CancellationToken,
-) -> anyhow::Result<impl Future<Output = ()>> {
-    let mut hangups = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    Ok(async move {
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                Some(()) = hangups.recv() => { let _ = reloads.send(ReloadRequest { respond: None }).await; }
-            }
+async fn forward_hangups(Hangups(mut hangups): Hangups, reloads: mpsc::Sender<ReloadRequest>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            Some(()) = hangups.recv() => { let _ = reloads.send(ReloadRequest { respond: None }).await; }
         }
-    })
+    }
 }
 
 /// The ticker's task, stoppable on its own for a reload.

@@ -5,14 +5,33 @@
 use std::fs::{FileType, OpenOptions};
 use std::io::{Error, ErrorKind, Read};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use super::credentials::{self, Located};
 
 /// The most a config-named file may hold; more is refused, not read.
 const MAX_BYTES: u64 = 16 << 20;
 
 /// Reads the regular file at `path`; anything else (a named pipe, a directory, a socket, a
-/// device) or a file over 16 MiB is an error saying what stands there.
+/// device) or a file over 16 MiB is an error saying what stands there. A systemd credential,
+/// outside the service, is read from the credential store that would hand it to the service
+/// (`credentials`).
 pub fn read_regular_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    match credentials::locate(path) {
+        Located::Itself => read_this_regular_file(path),
+        Located::InStore(store) => read_this_regular_file(&store).map_err(|error| {
+            Error::new(
+                error.kind(),
+                format!("{error} (read from {}, which LoadCredential= hands the service)", store.display()),
+            )
+        }),
+        Located::Nowhere(looked) => {
+            Err(Error::new(ErrorKind::NotFound, format!("{}: {looked}", Error::from_raw_os_error(libc::ENOENT))))
+        }
+    }
+}
+
+fn read_this_regular_file(path: &Path) -> std::io::Result<Vec<u8>> {
     // Not blocking: opening a named pipe for reading would otherwise wait for a writer.
     let file = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
     let metadata = file.metadata()?;
@@ -55,10 +74,15 @@ pub(crate) fn not_a_plain_file(metadata: &std::fs::Metadata) -> Option<&'static 
 
 /// The file's permission bits if every user on the machine may read it (`o+r`), for a warning
 /// about a file that holds a secret, as ssh gives about a private key.
-pub(crate) fn readable_by_everyone(path: &Path) -> Option<u32> {
+/// Returns the file looked at too: a credential outside the service is its store's file.
+pub(crate) fn readable_by_everyone(path: &Path) -> Option<(u32, PathBuf)> {
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
-    (mode & 0o004 != 0).then_some(mode)
+    let path = match credentials::locate(path) {
+        Located::InStore(store) => store,
+        _ => path.to_owned(),
+    };
+    let mode = std::fs::metadata(&path).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o004 != 0).then_some((mode, path))
 }
 
 /// `read_regular_file`, as UTF-8 text.
@@ -96,7 +120,7 @@ mod tests {
         let file = dir.path().join("token");
         std::fs::write(&file, "t").unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert_eq!(readable_by_everyone(&file), Some(0o644));
+        assert_eq!(readable_by_everyone(&file), Some((0o644, file.clone())));
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
         assert_eq!(readable_by_everyone(&file), None);
     }

@@ -14,6 +14,10 @@ use super::files::{not_a_plain_file, not_a_regular_file};
 
 const LOCK_FILE: &str = "agent.lock";
 
+/// What to do about an `agent.state_dir` the agent cannot write, as `run` and `check` say it.
+pub const STATE_DIR_REMEDY: &str = "the agent keeps its lock and the remote-write queues there: create it writable \
+                                    to the agent's user, or point agent.state_dir elsewhere";
+
 /// Held while the agent runs; dropping it (or the process ending) releases it.
 #[derive(Debug)]
 pub struct InstanceLock {
@@ -36,8 +40,9 @@ impl InstanceLock {
                 state_dir.display()
             );
         }
-        std::fs::create_dir_all(state_dir)
-            .with_context(|| format!("creating agent.state_dir {}", state_dir.display()))?;
+        std::fs::create_dir_all(state_dir).map_err(|error| {
+            anyhow::anyhow!("cannot create agent.state_dir {} ({error}): {STATE_DIR_REMEDY}", state_dir.display())
+        })?;
         let path = state_dir.join(LOCK_FILE);
         let refused =
             |what: &str| anyhow::anyhow!("{} is {what}, not the agent's lock file: remove it", path.display());
@@ -59,6 +64,12 @@ impl InstanceLock {
             .map_err(|error| match error.raw_os_error() {
                 Some(libc::ELOOP) => refused("a symbolic link"),
                 Some(libc::EISDIR) => refused("a directory"),
+                Some(libc::EACCES | libc::EPERM | libc::EROFS) => {
+                    anyhow::anyhow!(
+                        "cannot write in agent.state_dir: opening {} ({error}): {STATE_DIR_REMEDY}",
+                        path.display()
+                    )
+                }
                 _ => anyhow::Error::new(error).context(format!("opening {}", path.display())),
             })?;
         let kind = file.metadata().with_context(|| format!("reading {}", path.display()))?.file_type();

@@ -3,6 +3,7 @@
 //! TOML past mistakes, secrets that never print, and a small random generator.
 
 pub(crate) mod backoff;
+pub(crate) mod credentials;
 pub(crate) mod deadline;
 pub(crate) mod deserialize;
 pub mod django_time;

@@ -18,6 +18,8 @@ pub(crate) struct Problems<'a> {
     found: Vec<Problem>,
     /// What is allowed but unwise (a weak secret, a secret file others may read), said at start.
     warnings: Vec<String>,
+    /// The keys whose secret is written in the config itself, not in a file of its own.
+    inline_secrets: Vec<String>,
 }
 
 /// One problem, as the operator reads it.
@@ -32,12 +34,22 @@ struct Problem {
 impl<'a> Problems<'a> {
     /// No problems yet in the config `text`.
     pub(crate) fn new(text: &'a str) -> Problems<'a> {
-        Problems { text, found: Vec::new(), warnings: Vec::new() }
+        Problems { text, found: Vec::new(), warnings: Vec::new(), inline_secrets: Vec::new() }
     }
 
     /// A warning about the value at `key`, which does not refuse the config.
     pub(crate) fn warn(&mut self, key: &str, message: impl fmt::Display) {
         self.warnings.push(credentials_out_of_urls(&format!("{key}: {message}")));
+    }
+
+    /// Notes that `key` holds a secret written in the config itself.
+    pub(crate) fn inline_secret(&mut self, key: &str) {
+        self.inline_secrets.push(key.to_owned());
+    }
+
+    /// The keys noted by `inline_secret`, taken out.
+    pub(crate) fn take_inline_secrets(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.inline_secrets)
     }
 
     /// The warnings so far, taken out.

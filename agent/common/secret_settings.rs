@@ -28,7 +28,7 @@ pub(crate) fn warn_if_weak(problems: &mut Problems<'_>, key: &str, secret: &Secr
 
 /// A warning for a file holding a secret that every user on the machine may read.
 pub(crate) fn warn_if_readable_by_everyone(problems: &mut Problems<'_>, key: &str, path: &Path) {
-    if let Some(mode) = readable_by_everyone(path) {
+    if let Some((mode, path)) = readable_by_everyone(path) {
         problems.warn(
             key,
             format_args!(
@@ -65,6 +65,7 @@ pub(crate) fn remember_url_secrets(problems: &mut Problems<'_>, key: &str, url: 
     for pair in url.query().unwrap_or_default().split('&') {
         let (name, written) = pair.split_once('=').unwrap_or((pair, ""));
         if query_parameter_is_secret(&percent_decoded(&name.replace('+', " "))) {
+            problems.inline_secret(key);
             remember(written);
             warn_if_weak(problems, key, &Secret::new(percent_decoded(&written.replace('+', " "))));
         }

@@ -133,6 +133,7 @@ impl RawHttp<'_> {
                     // Shown only for names known to carry no secret; every other value is one.
                     if !header_may_show(header.as_str()) {
                         header_value.set_sensitive(true);
+                        problems.inline_secret(&header_key);
                         remember_header_value(problems, &header_key, value.get_ref());
                     }
                     headers.push((header, header_value))
@@ -151,6 +152,7 @@ impl RawHttp<'_> {
                 None
             }
             (Some(token), None) => {
+                problems.inline_secret(&format!("{key}.bearer_token"));
                 let secret = Secret::new(token.get_ref().clone());
                 warn_if_weak(problems, &format!("{key}.bearer_token"), &secret);
                 usable_in_a_header(problems, &format!("{key}.bearer_token"), token, Some(secret))
@@ -181,6 +183,9 @@ impl RawHttp<'_> {
         let shown = without_credentials(proxy.get_ref());
         match Url::parse(proxy.get_ref()) {
             Ok(url) if ["http", "https"].contains(&url.scheme()) => {
+                if !url.username().is_empty() || url.password().is_some() {
+                    problems.inline_secret(&format!("{key}.proxy_url"));
+                }
                 remember_proxy_credentials(problems, &format!("{key}.proxy_url"), &url);
                 Some(url)
             }
@@ -270,7 +275,10 @@ fn basic_auth(problems: &mut Problems<'_>, key: &str, spanned: &Spanned<RawBasic
             problems.at(spanned, &format!("{key}.basic_auth"), "set password or password_file, not both");
             None
         }
-        (Some(password), None) => Some(Secret::new(password.clone())),
+        (Some(password), None) => {
+            problems.inline_secret(&format!("{key}.basic_auth.password"));
+            Some(Secret::new(password.clone()))
+        }
         (None, Some(file)) => {
             let file = Spanned::new(spanned.span(), file.clone());
             read_secret(problems, &format!("{key}.basic_auth.password_file"), &file, &base.join(file.get_ref()))

@@ -1,6 +1,7 @@
 //! The `[source]` table: which Django database to read (a SQLite file, or a PostgreSQL, MySQL or
 //! MariaDB server by URL), how far back, in which time zone, and under which table names.
 
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::database_file::refuse_what_is_no_readable_file;
+use super::database_file::{hidden_by_the_unit, refuse_what_is_no_readable_file};
 use super::mysql_url::{self, MysqlServer};
 use super::tls::{SslMode, root_store};
 use crate::common::escape::percent_decoded;
@@ -234,11 +235,14 @@ impl RawSource {
             Some(database) => {
                 self.refuse_server_keys(problems);
                 let resolved = base.join(database.get_ref());
-                if !resolved.exists() {
+                let missing = std::fs::metadata(&resolved).is_err_and(|error| error.kind() == ErrorKind::NotFound);
+                if missing {
                     // What was meant for a server is not echoed: it may hold the password.
                     let mistake = no_path_nor_url(database.get_ref()).unwrap_or_else(|| {
+                        let hidden = hidden_by_the_unit(&resolved).map(|note| format!("; {note}")).unwrap_or_default();
                         format!(
-                            "no such file {:?} (the agent never creates it: point it at the Django app's SQLite database)",
+                            "no such file {:?} (the agent never creates it: point it at the Django app's SQLite \
+                             database{hidden})",
                             resolved.display().to_string()
                         )
                     });
@@ -374,6 +378,7 @@ impl RawSource {
     /// The password: the URL's (`in_url`) or `password_file`'s, never both.
     fn password(&self, problems: &mut Problems<'_>, in_url: Option<&Secret>, base: &Path) -> Option<Secret> {
         if let Some(password) = in_url {
+            problems.inline_secret("source.database");
             warn_if_weak(problems, "source.database", password);
             if let Some(file) = &self.password_file {
                 problems.at(file, "source.password_file", "the URL holds a password already: keep one of the two");

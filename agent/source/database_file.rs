@@ -17,13 +17,18 @@ pub(crate) fn refuse_what_is_no_readable_file(path: &Path) -> anyhow::Result<()>
     let metadata = match std::fs::metadata(path) {
         Ok(metadata) => metadata,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => bail!(
-            "there is no file at {} (moved, or a restore not finished?): point source.database at the app's \
+            "there is no file at {} (moved, or a restore not finished?){}: point source.database at the app's \
              SQLite database; the agent never creates it",
-            path.display()
+            path.display(),
+            unit_note(path)
         ),
-        Err(error) => {
-            bail!("cannot look at {}: {error} (may this user enter every folder on the way?)", path.display())
-        }
+        Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => bail!(
+            "this user may not reach {} ({error}): a folder on the way is closed to it{}; give the agent's \
+             user the group that may enter each folder (SupplementaryGroups= in the systemd unit)",
+            path.display(),
+            unit_note(path)
+        ),
+        Err(error) => bail!("cannot look at {}: {error}", path.display()),
     };
     let Some(what) = not_a_regular_file(metadata.file_type()) else {
         // Opening is the surest test of access; not blocking, in case a named pipe took the
@@ -31,14 +36,35 @@ pub(crate) fn refuse_what_is_no_readable_file(path: &Path) -> anyhow::Result<()>
         return match OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path) {
             Ok(_) => Ok(()),
             Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => bail!(
-                "this user may not read {} ({error}): give the agent's user the file's group, or read access \
+                "this user may not read {} ({error}){}: give the agent's user the file's group, or read access \
                  (SupplementaryGroups= in the systemd unit)",
-                path.display()
+                path.display(),
+                unit_note(path)
             ),
             Err(error) => Err(cannot_open(path, &error)),
         };
     };
     bail!("{} is {what}, not a SQLite database file: point source.database at the app's database file", path.display())
+}
+
+/// What the packaged systemd unit hides from the agent that `path` is in: it sees neither the
+/// users' homes (`ProtectHome=yes`) nor the system's temporary folders (`PrivateTmp=yes` gives it
+/// empty ones of its own), so a database there is found by `check` as root but not by the service.
+pub(crate) fn hidden_by_the_unit(path: &Path) -> Option<&'static str> {
+    let path = std::path::absolute(path).ok()?;
+    let under = |folders: &[&str]| folders.iter().any(|folder| path.starts_with(folder));
+    if under(&["/home", "/root", "/run/user"]) {
+        Some("the packaged systemd unit hides /home, /root and /run/user from the agent (ProtectHome=yes)")
+    } else if under(&["/tmp", "/var/tmp"]) {
+        Some("the packaged systemd unit gives the agent empty /tmp and /var/tmp folders of its own (PrivateTmp=yes)")
+    } else {
+        None
+    }
+}
+
+/// `hidden_by_the_unit` as a clause of an error message, or nothing.
+fn unit_note(path: &Path) -> String {
+    hidden_by_the_unit(path).map(|note| format!("; if it runs as a service: {note}")).unwrap_or_default()
 }
 
 /// Why `path` could not be opened for reading, for an error that is not about access. Running out
@@ -65,6 +91,18 @@ fn cannot_open(path: &Path, error: &std::io::Error) -> anyhow::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_folders_the_unit_hides_are_named() {
+        let hidden = |path: &str| hidden_by_the_unit(Path::new(path)).map(|note| note.split(" (").nth(1));
+        assert_eq!(hidden("/home/app/db.sqlite3"), Some(Some("ProtectHome=yes)")));
+        assert_eq!(hidden("/root/db.sqlite3"), Some(Some("ProtectHome=yes)")));
+        assert_eq!(hidden("/tmp/db.sqlite3"), Some(Some("PrivateTmp=yes)")));
+        assert_eq!(hidden("/var/tmp/x/db.sqlite3"), Some(Some("PrivateTmp=yes)")));
+        for seen in ["/srv/payments/db.sqlite3", "/homework/db.sqlite3", "/var/lib/app/db.sqlite3"] {
+            assert_eq!(hidden(seen), None, "{seen}");
+        }
+    }
 
     #[test]
     fn running_out_of_descriptors_is_named_and_not_blamed_on_the_file() {

@@ -237,7 +237,8 @@ pub(crate) fn check(path: &Path, source: &SourceConfig, cancel: &Cancel) -> anyh
     match best.map(|index| (&index.name, index.covers_window)) {
         None => report.push_str(&format!(
             "warning: no index on {}.time_modified: every tick reads the whole table; \
-             add the index in schema/index.sql through a Django migration (see the README)\n",
+             add the index in schema/index.sql (/usr/share/doc/apimetrics-agent/index.sql where the package is \
+             installed) through a Django migration (see the README)\n",
             source.tables.transaction
         )),
         Some((name, false)) => report.push_str(&format!(
@@ -245,6 +246,13 @@ pub(crate) fn check(path: &Path, source: &SourceConfig, cancel: &Cancel) -> anyh
              window is still visited; the index in schema/index.sql covers all three\n"
         )),
         Some((name, true)) => report.push_str(&format!("index {name} covers the window query\n")),
+    }
+    if let Some(note) = database_file::hidden_by_the_unit(path) {
+        report.push_str(&format!(
+            "warning: {note}, so `run` under it will not find {}: move the database, or loosen the unit in a \
+             drop-in (ProtectHome=read-only; PrivateTmp=no)\n",
+            path.display()
+        ));
     }
     Ok(report)
 }

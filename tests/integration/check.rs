@@ -41,6 +41,16 @@ fn check_refuses_a_state_dir_that_cannot_be_written() {
         "{message}"
     );
     assert!(!folder.join("state").exists(), "check created nothing");
+    // `run` says the same, with the same remedy, before it starts anything.
+    let output = run_agent_as_nobody(&config, &["run"]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(message.contains("error: cannot create agent.state_dir "), "{message}");
+    assert!(message.contains("root-only/state (Permission denied"), "{message}");
+    assert!(
+        message.contains("create it writable to the agent's user, or point agent.state_dir elsewhere"),
+        "{message}"
+    );
 
     // Without remote-write targets too: the agent's lock lives there.
     let config = site.config("15s", "[agent]\nstate_dir = \"app.sqlite3/state\"\n");

@@ -92,6 +92,50 @@ fn a_database_this_user_may_not_read_says_so() {
 }
 
 #[test]
+fn a_database_behind_a_folder_this_user_may_not_enter_says_so() {
+    let site = site_with_transactions();
+    let closed = site.directory.path().join("closed");
+    std::fs::create_dir(&closed).unwrap();
+    std::fs::rename(site.database(), closed.join("app.sqlite3")).unwrap();
+    let config = site
+        .write_config("config.toml", "[source]\ndatabase = \"closed/app.sqlite3\"\n[schedule]\ninterval = \"1s\"\n");
+    for (path, mode) in [(site.directory.path(), 0o755), (closed.as_path(), 0o700), (config.as_path(), 0o644)] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let output = run_agent_as_nobody(&config, &["check"]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert!(message.contains("source.database: this user may not reach"), "{message}");
+    assert!(message.contains("closed/app.sqlite3 (Permission denied"), "{message}");
+    assert!(message.contains("a folder on the way is closed to it"), "{message}");
+    assert!(!message.contains("no such file"), "{message}");
+}
+
+#[test]
+fn a_database_the_packaged_unit_cannot_see_is_warned_about() {
+    let site = site_with_transactions();
+    let private = tempfile::tempdir_in("/var/tmp").unwrap();
+    let database = private.path().join("app.sqlite3");
+    std::fs::copy(site.database(), &database).unwrap();
+    let config = site.write_config(
+        "config.toml",
+        &format!("[source]\ndatabase = {:?}\n[schedule]\ninterval = \"1s\"\n", database.display().to_string()),
+    );
+    let output = run_agent(&config, &["check"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report = stdout(&output);
+    let expected = format!(
+        "warning: the packaged systemd unit gives the agent empty /tmp and /var/tmp folders of its own \
+         (PrivateTmp=yes), so `run` under it will not find {}",
+        database.display()
+    );
+    assert!(report.contains(&expected), "{report}");
+
+    std::fs::remove_file(&database).unwrap();
+    assert_config_refused(&config, &["source.database: no such file", "(PrivateTmp=yes)"]);
+}
+
+#[test]
 fn a_hot_journal_left_by_a_crashed_writer_is_explained_and_left_alone() {
     let site = site_with_transactions();
     let crashed = site.directory.path().join("crashed");
