@@ -49,7 +49,7 @@ pub async fn check(config: &Config, targets: bool) -> CheckReport {
         (Err(error), _) => report.failures.push(format!(
             "agent.state_dir {}: cannot be written ({error}); {}",
             config.state_dir.display(),
-            instance_lock::STATE_DIR_REMEDY
+            instance_lock::state_dir_remedy(&error)
         )),
     }
     if targets {
@@ -61,8 +61,10 @@ pub async fn check(config: &Config, targets: bool) -> CheckReport {
 /// Creates and removes a file in `directory`, or in its nearest existing ancestor if it does not
 /// exist yet (the agent creates it on start).
 fn try_writing(directory: &Path) -> std::io::Result<()> {
-    let existing = directory.ancestors().find(|ancestor| ancestor.exists()).unwrap_or(Path::new("."));
-    if !existing.is_dir() {
+    // An ancestor that cannot be looked at is where the error is, not one to pass over.
+    let existing =
+        directory.ancestors().find(|ancestor| !matches!(ancestor.try_exists(), Ok(false))).unwrap_or(Path::new("."));
+    if !std::fs::metadata(existing)?.is_dir() {
         return Err(std::io::Error::other(format!("{} is not a directory", existing.display())));
     }
     let probe = existing.join(format!(".apimetrics-agent-check-{}", std::process::id()));

@@ -124,23 +124,45 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(path, &text)
 }
 
-/// A warning when the config holds secrets of its own and every user on the machine may read it.
+/// A warning when the config holds secrets of its own and every user on the machine may read it:
+/// for each key, the file key to move its secret to, where there is one.
 fn warn_of_secrets_everyone_may_read(problems: &mut Problems<'_>, path: &Path) {
-    let keys = problems.take_inline_secrets();
-    if keys.is_empty() {
-        return;
+    let mut keys = problems.take_inline_secrets();
+    keys.dedup();
+    let Some((mode, _)) = readable_by_everyone(path).filter(|_| !keys.is_empty()) else { return };
+    let file_key = |key: &str| {
+        [(".basic_auth.password", ".basic_auth.password_file"), (".bearer_token", ".bearer_token_file")]
+            .into_iter()
+            .find_map(|(inline, file)| key.strip_suffix(inline).map(|table| format!("{table}{file}")))
+            .or_else(|| (key == "source.database").then(|| "source.password_file".to_owned()))
+    };
+    let (movable, fixed): (Vec<&String>, Vec<&String>) = keys.iter().partition(|key| file_key(key).is_some());
+    let mut remedies = Vec::new();
+    if !movable.is_empty() {
+        let moves: Vec<String> =
+            movable.iter().map(|key| format!("{key} to {}", file_key(key).unwrap_or_default())).collect();
+        remedies.push(format!(
+            "move {}, naming a file only the agent's user may read (LoadCredential= under systemd)",
+            moves.join(", ")
+        ));
     }
-    if let Some((mode, _)) = readable_by_everyone(path) {
-        problems.warn(
-            &keys.join(", "),
-            format_args!(
-                "secret written in {}, which every user on this machine may read (mode {mode:04o}): move secrets \
-                 to *_file keys (password_file, bearer_token_file) naming a file only the agent's user may read \
-                 (LoadCredential= under systemd), or `chmod o-r` the config",
-                path.display()
-            ),
-        );
+    if !fixed.is_empty() {
+        let fixed: Vec<&str> = fixed.iter().map(|key| key.as_str()).collect();
+        remedies.push(format!(
+            "{} {} no file form: keep the config from other users (mode 0640, in a group the agent's user has: \
+             SupplementaryGroups= under systemd)",
+            fixed.join(", "),
+            if fixed.len() == 1 { "has" } else { "have" }
+        ));
     }
+    problems.warn(
+        &keys.join(", "),
+        format_args!(
+            "secret written in {}, which every user on this machine may read (mode {mode:04o}): {}",
+            path.display(),
+            remedies.join("; ")
+        ),
+    );
 }
 
 /// Parses and validates configuration text; `path` names it in messages and anchors relative paths.

@@ -26,7 +26,7 @@ const DEMO_DATABASE: &str = "demo.sqlite3";
 /// config at `config_path` until `shutdown`.
 pub async fn run(config_path: &Path, hangups: Hangups, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let database = config_path.parent().unwrap_or(Path::new(".")).join(DEMO_DATABASE);
-    if !database.exists() {
+    if !database.try_exists().with_context(|| format!("looking at {}", database.display()))? {
         info!(database = %database.display(), "creating the demo database");
         populate::create(&database, &Population::new(20_000, 4, 1), false, true)?;
     }

@@ -81,10 +81,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    hangups(libc::SIG_IGN);
+    let inherited = hangups(libc::SIG_IGN);
     let cli = Cli::parse();
     if !matches!(cli.command, None | Some(Command::Run | Command::Demo)) {
-        hangups(libc::SIG_DFL);
+        hangups(inherited);
     }
     match execute(cli) {
         Ok(code) => code,
@@ -99,14 +99,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// Sets what SIGHUP does. `main` ignores it at once: until `run` catches it to reload, one must
-/// not end the agent, as its default action would (`systemctl reload` right after a start), and
-/// one that comes before the config is read asks for nothing that reading it will not do. The
-/// other commands get the default back.
-fn hangups(action: libc::sighandler_t) {
-    // SAFETY: sets a signal's disposition to SIG_IGN or SIG_DFL, plain values, while no other
-    // thread exists; Tokio's handler replaces it when `signals` runs.
-    unsafe { libc::signal(libc::SIGHUP, action) };
+/// Sets what SIGHUP does, and returns what it did. `main` ignores it at once: until `run` catches
+/// it to reload, one must not end the agent, as its default action would (`systemctl reload`
+/// right after a start), and one that comes before the config is read asks for nothing that
+/// reading it will not do. The other commands get back what they inherited (`nohup` ignores it).
+fn hangups(action: libc::sighandler_t) -> libc::sighandler_t {
+    // SAFETY: sets a signal's disposition to SIG_IGN, or back to what it was on entry (SIG_DFL or
+    // SIG_IGN: no handler of this program's survives exec), while no other thread exists;
+    // Tokio's handler replaces it when `signals` runs.
+    unsafe { libc::signal(libc::SIGHUP, action) }
 }
 
 fn execute(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -139,7 +139,7 @@ fn closing_sections(roff: &mut Roff) {
         roff,
         "2",
         "Bad configuration or usage: every problem in the file is listed with its line and key before the agent \
-         refuses to start. The packaged unit does not restart it after this status (RestartPreventExitStatus=2).",
+         refuses to start.",
     );
 
     roff.control("SH", ["SIGNALS"]);
@@ -148,7 +148,7 @@ fn closing_sections(roff: &mut Roff) {
         "SIGHUP",
         "Re-read the configuration file. A bad one is refused with its problems logged, and the agent runs on with \
          the old one. One that comes while run or demo is starting does not end it: it is taken once the agent \
-         runs.",
+         runs. Under the packaged unit (Type=notify), systemctl reload waits until the agent is ready.",
     );
     entry(
         roff,
@@ -162,6 +162,20 @@ fn closing_sections(roff: &mut Roff) {
     entry(roff, "APIMETRICS_LOG_FORMAT", "text or json, as --log-format.");
     entry(roff, "RUST_LOG", "Which log records are written, e.g. info (the default) or apimetrics_agent=debug.");
     entry(roff, "HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY", "The proxy for a push target that sets no proxy_url.");
+    entry(
+        roff,
+        "NOTIFY_SOCKET",
+        "Set by systemd for a unit of Type=notify: run says READY=1 there once it serves, its queues are open and \
+         SIGHUP reloads, and STOPPING=1 at SIGTERM.",
+    );
+    entry(
+        roff,
+        "CREDENTIALS_DIRECTORY",
+        "Set by systemd when LoadCredential= hands the service files. Without it, a *_file key naming \
+         /run/credentials/UNIT/NAME, which exists only inside the service, is read from the first of \
+         /etc/credstore/NAME, /run/credstore/NAME and /usr/lib/credstore/NAME, where LoadCredential=NAME takes it \
+         from; with it, from that folder.",
+    );
 
     roff.control("SH", ["FILES"]);
     entry(

@@ -67,7 +67,8 @@ impl Population {
 /// Creates a Django-schema database at `path` holding `population`. The file appears whole or
 /// not at all; an existing file is replaced only with `force`.
 pub fn create(path: &Path, population: &Population, force: bool, show_progress: bool) -> anyhow::Result<()> {
-    if path.exists() && !force {
+    // `try_exists`: a folder this user may not enter is said so, not taken for "no file".
+    if path.try_exists().with_context(|| format!("looking at {}", path.display()))? && !force {
         bail!("refusing to touch {}: it exists (pass --force to replace it)", path.display());
     }
     if !(1..=API_NAMES.len()).contains(&population.n_apis) {

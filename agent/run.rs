@@ -19,6 +19,7 @@ use tracing::{error, info, warn};
 
 use crate::common::deadline::Watchdog;
 use crate::common::instance_lock::{self, InstanceLock};
+use crate::common::service_manager;
 use crate::config::{self, Config};
 use crate::exposition::Rendered;
 use crate::http::Failure;
@@ -62,9 +63,20 @@ pub async fn run(config: Config, hangups: Hangups, shutdown: impl Future<Output 
             return Ok(());
         }
     };
+    // Under `Type=notify`, `systemctl start` returns, and `systemctl reload` may be sent, from
+    // here: the endpoint serves, the queues are open, the ticker runs, SIGHUP reloads.
+    tell_systemd("READY=1");
     let outcome = agent.run_until(shutdown).await;
+    tell_systemd("STOPPING=1");
     agent.stop().await;
     outcome
+}
+
+/// Tells systemd `state` when it asked to be told (`$NOTIFY_SOCKET`); a failure is logged only.
+fn tell_systemd(state: &str) {
+    if let Err(error) = service_manager::notify(state) {
+        warn!(%error, state, "cannot tell systemd (NOTIFY_SOCKET)");
+    }
 }
 
 /// The running agent: the config in force, what it has recorded of itself, its outlets and

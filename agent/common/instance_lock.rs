@@ -14,9 +14,18 @@ use super::files::{not_a_plain_file, not_a_regular_file};
 
 const LOCK_FILE: &str = "agent.lock";
 
-/// What to do about an `agent.state_dir` the agent cannot write, as `run` and `check` say it.
-pub const STATE_DIR_REMEDY: &str = "the agent keeps its lock and the remote-write queues there: create it writable \
-                                    to the agent's user, or point agent.state_dir elsewhere";
+/// What to do about an `agent.state_dir` the agent cannot write for `error`, as `run` and `check`
+/// say it. A read-only file system there is, under the packaged unit, its `ProtectSystem=strict`.
+pub fn state_dir_remedy(error: &std::io::Error) -> &'static str {
+    if error.raw_os_error() == Some(libc::EROFS) {
+        "the agent keeps its lock and the remote-write queues there, and the file system is read-only to it: \
+         under the packaged systemd unit only /var/lib/apimetrics-agent (StateDirectory=) may be written, so point \
+         agent.state_dir there, or add the folder to ReadWritePaths= in the unit's drop-in"
+    } else {
+        "the agent keeps its lock and the remote-write queues there: create it writable to the agent's user, or \
+         point agent.state_dir elsewhere"
+    }
+}
 
 /// Held while the agent runs; dropping it (or the process ending) releases it.
 #[derive(Debug)]
@@ -41,7 +50,8 @@ impl InstanceLock {
             );
         }
         std::fs::create_dir_all(state_dir).map_err(|error| {
-            anyhow::anyhow!("cannot create agent.state_dir {} ({error}): {STATE_DIR_REMEDY}", state_dir.display())
+            let remedy = state_dir_remedy(&error);
+            anyhow::anyhow!("cannot create agent.state_dir {} ({error}): {remedy}", state_dir.display())
         })?;
         let path = state_dir.join(LOCK_FILE);
         let refused =
@@ -66,8 +76,9 @@ impl InstanceLock {
                 Some(libc::EISDIR) => refused("a directory"),
                 Some(libc::EACCES | libc::EPERM | libc::EROFS) => {
                     anyhow::anyhow!(
-                        "cannot write in agent.state_dir: opening {} ({error}): {STATE_DIR_REMEDY}",
-                        path.display()
+                        "cannot write in agent.state_dir: opening {} ({error}): {}",
+                        path.display(),
+                        state_dir_remedy(&error)
                     )
                 }
                 _ => anyhow::Error::new(error).context(format!("opening {}", path.display())),

@@ -17,3 +17,4 @@ pub(crate) mod random;
 pub(crate) mod ranges;
 pub mod redact;
 pub(crate) mod secret_settings;
+pub mod service_manager;

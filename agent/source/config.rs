@@ -9,7 +9,7 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::database_file::{hidden_by_the_unit, refuse_what_is_no_readable_file};
+use super::database_file::{refuse_what_is_no_readable_file, unit_note};
 use super::mysql_url::{self, MysqlServer};
 use super::tls::{SslMode, root_store};
 use crate::common::escape::percent_decoded;
@@ -239,11 +239,11 @@ impl RawSource {
                 if missing {
                     // What was meant for a server is not echoed: it may hold the password.
                     let mistake = no_path_nor_url(database.get_ref()).unwrap_or_else(|| {
-                        let hidden = hidden_by_the_unit(&resolved).map(|note| format!("; {note}")).unwrap_or_default();
                         format!(
                             "no such file {:?} (the agent never creates it: point it at the Django app's SQLite \
-                             database{hidden})",
-                            resolved.display().to_string()
+                             database{})",
+                            resolved.display().to_string(),
+                            unit_note(&resolved)
                         )
                     });
                     problems.at(database, "source.database", mistake);

@@ -247,11 +247,13 @@ pub(crate) fn check(path: &Path, source: &SourceConfig, cancel: &Cancel) -> anyh
         )),
         Some((name, true)) => report.push_str(&format!("index {name} covers the window query\n")),
     }
-    if let Some(note) = database_file::hidden_by_the_unit(path) {
+    if let Some(hidden) = database_file::hidden_by_the_unit(path) {
         report.push_str(&format!(
-            "warning: {note}, so `run` under it will not find {}: move the database, or loosen the unit in a \
-             drop-in (ProtectHome=read-only; PrivateTmp=no)\n",
-            path.display()
+            "warning: {}, so `run` under it will not find {}: move the database, or loosen the unit with {} in a \
+             drop-in\n",
+            hidden.note,
+            path.display(),
+            hidden.loosen
         ));
     }
     Ok(report)

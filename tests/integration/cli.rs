@@ -374,6 +374,21 @@ fn outside_the_service_a_credential_is_read_where_load_credential_finds_it() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(!stderr(&output).contains(&password), "{}", stderr(&output));
 
+    // A user who may not read the store is told whose it is.
+    std::fs::set_permissions(site.directory.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    for file in [&config, &site.database()] {
+        std::fs::set_permissions(file, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    }
+    let output = run_agent_as_nobody(&config, &["check"]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    let expected = format!(
+        "Permission denied (os error 13) (read from {}, which LoadCredential={password} hands the service; only \
+         root may read a credential store",
+        store_file.display()
+    );
+    assert!(message.contains(&expected), "{message}");
+
     // Inside the service only what systemd put in its folder counts.
     let output = check(true);
     let message = stderr(&output);
@@ -382,6 +397,7 @@ fn outside_the_service_a_credential_is_read_where_load_credential_finds_it() {
         message.contains(&format!("cannot read {credential}: No such file or directory (os error 2)")),
         "{message}"
     );
+    assert!(message.contains(&format!("systemd handed this service no credential {password}")), "{message}");
     assert!(!message.contains("exists only inside"), "{message}");
 }
 
@@ -407,7 +423,8 @@ fn secrets_written_in_a_config_everyone_may_read_are_warned_about_by_key() {
     assert_eq!(said.len(), 1, "{said:?}");
     let expected = format!(
         "pushgateway[0].basic_auth.password: secret written in {}, which every user on this machine may read \
-         (mode 0644): move secrets to *_file keys",
+         (mode 0644): move pushgateway[0].basic_auth.password to pushgateway[0].basic_auth.password_file, naming a \
+         file only the agent's user may read",
         config.display()
     );
     assert!(said[0].contains(&expected), "{said:?}");

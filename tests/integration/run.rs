@@ -158,3 +158,37 @@ fn demo_creates_its_database_and_the_aggregate_moves() {
     let (status, log) = demo.terminate();
     assert_eq!(status.code(), Some(0), "{log}");
 }
+
+#[test]
+fn under_a_notify_unit_systemd_hears_ready_once_it_serves_and_stopping_at_sigterm() {
+    let site = site_with_transactions();
+    let port = free_port();
+    let config = site.config("1s", &format!("[scrape]\nlisten = \"127.0.0.1:{port}\"\n"));
+    // systemd's side: a datagram socket named in NOTIFY_SOCKET.
+    let socket_path = site.directory.path().join("notify.sock");
+    let systemd = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    systemd.set_read_timeout(Some(DEADLINE)).unwrap();
+    let log = config.with_extension("log");
+    let child = agent(&config)
+        .arg("run")
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let heard = || {
+        let mut buffer = [0; 256];
+        let length = systemd.recv(&mut buffer).expect("a notification within the deadline");
+        String::from_utf8_lossy(&buffer[..length]).into_owned()
+    };
+    assert_eq!(heard(), "READY=1");
+    // Ready means serving, and a reload asked for at once is taken, not fatal.
+    let (status, _) = http_get(&format!("http://127.0.0.1:{port}/healthz")).expect("it serves once ready");
+    assert!(status == 200 || status == 503, "{status}");
+    let agent = Running::adopt(child, port, log);
+    assert!(Command::new("kill").args(["-HUP", &agent.child.id().to_string()]).status().unwrap().success());
+    wait_for("the reload the SIGHUP asked for", DEADLINE, || agent.log().contains("reloaded the config").then_some(()));
+    let (status, log) = agent.terminate();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert_eq!(heard(), "STOPPING=1");
+}
