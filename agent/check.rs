@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use crate::common::deadline::Watchdog;
 use crate::common::instance_lock;
 use crate::common::redact::shown_url;
+use crate::common::unit_sandbox::hidden_by_the_unit;
 use crate::config::Config;
 use crate::http::Failure;
 use crate::source::Source;
@@ -52,6 +53,16 @@ pub async fn check(config: &Config, targets: bool) -> CheckReport {
             instance_lock::state_dir_remedy(&error)
         )),
     }
+    if let Some(hidden) = hidden_by_the_unit(&config.state_dir) {
+        let _ = writeln!(
+            report.text,
+            "warning: agent.state_dir {}: {}, so under it the agent's lock and queues would not last past a restart \
+             or could not be written: point agent.state_dir at /var/lib/apimetrics-agent, the unit's \
+             StateDirectory=",
+            config.state_dir.display(),
+            hidden.note
+        );
+    }
     if targets {
         probe_targets(config, &mut report).await;
     }
@@ -61,9 +72,13 @@ pub async fn check(config: &Config, targets: bool) -> CheckReport {
 /// Creates and removes a file in `directory`, or in its nearest existing ancestor if it does not
 /// exist yet (the agent creates it on start).
 fn try_writing(directory: &Path) -> std::io::Result<()> {
-    // An ancestor that cannot be looked at is where the error is, not one to pass over.
-    let existing =
-        directory.ancestors().find(|ancestor| !matches!(ancestor.try_exists(), Ok(false))).unwrap_or(Path::new("."));
+    // An ancestor that cannot be looked at is where the error is, not one to pass over; one under
+    // a file (ENOTDIR) is not there, and the file is named below.
+    let there = |ancestor: &Path| match ancestor.try_exists() {
+        Ok(exists) => exists,
+        Err(error) => error.raw_os_error() != Some(libc::ENOTDIR),
+    };
+    let existing = directory.ancestors().find(|ancestor| there(ancestor)).unwrap_or(Path::new("."));
     if !std::fs::metadata(existing)?.is_dir() {
         return Err(std::io::Error::other(format!("{} is not a directory", existing.display())));
     }

@@ -139,8 +139,13 @@ fn warn_of_secrets_everyone_may_read(problems: &mut Problems<'_>, path: &Path) {
     let (movable, fixed): (Vec<&String>, Vec<&String>) = keys.iter().partition(|key| file_key(key).is_some());
     let mut remedies = Vec::new();
     if !movable.is_empty() {
-        let moves: Vec<String> =
-            movable.iter().map(|key| format!("{key} to {}", file_key(key).unwrap_or_default())).collect();
+        let moves: Vec<String> = movable
+            .iter()
+            .map(|key| {
+                let what = if *key == "source.database" { "the password in source.database" } else { key.as_str() };
+                format!("{what} to {}", file_key(key).unwrap_or_default())
+            })
+            .collect();
         remedies.push(format!(
             "move {}, naming a file only the agent's user may read (LoadCredential= under systemd)",
             moves.join(", ")

@@ -148,7 +148,8 @@ fn closing_sections(roff: &mut Roff) {
         "SIGHUP",
         "Re-read the configuration file. A bad one is refused with its problems logged, and the agent runs on with \
          the old one. One that comes while run or demo is starting does not end it: it is taken once the agent \
-         runs. Under the packaged unit (Type=notify), systemctl reload waits until the agent is ready.",
+         runs. Under the packaged unit (Type=notify), systemd folds a systemctl reload asked for while the agent \
+         starts into that start, without a signal: reload again once it is active.",
     );
     entry(
         roff,
@@ -173,8 +174,8 @@ fn closing_sections(roff: &mut Roff) {
         "CREDENTIALS_DIRECTORY",
         "Set by systemd when LoadCredential= hands the service files. Without it, a *_file key naming \
          /run/credentials/UNIT/NAME, which exists only inside the service, is read from the first of \
-         /etc/credstore/NAME, /run/credstore/NAME and /usr/lib/credstore/NAME, where LoadCredential=NAME takes it \
-         from; with it, from that folder.",
+         /etc/credstore/NAME, /run/credstore/NAME, /usr/local/lib/credstore/NAME and /usr/lib/credstore/NAME, where \
+         LoadCredential=NAME takes it from; with it, from that folder.",
     );
 
     roff.control("SH", ["FILES"]);

@@ -40,6 +40,10 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// The longest reading and checking the config may take at a reload before it is refused.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How far each `EXTEND_TIMEOUT_USEC` pushes systemd's start timeout while the queues open; sent
+/// every third of it.
+const START_TIMEOUT_EXTENSION: Duration = Duration::from_secs(30);
+
 /// The process's SIGHUPs, caught from the moment this is made: one that comes while the config is
 /// read or the agent starts neither kills it (SIGHUP's default action) nor is lost, but reloads
 /// the config once the agent runs.
@@ -134,13 +138,22 @@ impl Agent {
         tasks.spawn(forward_hangups(hangups, reload_sender, stop.clone()));
 
         // Opening a queue checks it, which takes seconds on a big one: off the runtime's threads,
-        // so that a SIGTERM meanwhile is seen.
+        // so that a SIGTERM meanwhile is seen, and with systemd's start timeout pushed on while
+        // it lasts (a unit of Type=notify is killed if it is not ready within it).
+        let extending = tokio::spawn(async {
+            let period = START_TIMEOUT_EXTENSION / 3;
+            let mut every = tokio::time::interval_at(Instant::now() + period, period);
+            loop {
+                every.tick().await;
+                tell_systemd(&format!("EXTEND_TIMEOUT_USEC={}", START_TIMEOUT_EXTENSION.as_micros()));
+            }
+        });
         let outlets = {
             let (config, telemetry, stop) = (config.clone(), telemetry.clone(), stop.clone());
-            tokio::task::spawn_blocking(move || Outlets::start(&config, &telemetry, &stop))
-                .await
-                .context("opening the outlets")??
+            tokio::task::spawn_blocking(move || Outlets::start(&config, &telemetry, &stop)).await
         };
+        extending.abort();
+        let outlets = outlets.context("opening the outlets")??;
         let (tick_sender, ticks) = mpsc::channel(1);
         let ticker = Ticker::start(&config, config.run_on_start, tick_sender.clone(), &stop);
         info!(config = %config.path.display(), database = %config.source.database.shown(), schedule = %config.schedule, "agent started");

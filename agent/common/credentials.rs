@@ -1,8 +1,9 @@
 //! systemd's credentials, read outside the service. A `*_file` key may name a file in
 //! `/run/credentials/apimetrics-agent.service/`, where systemd puts what `LoadCredential=` hands
 //! the running service; that folder does not exist for `check` or `once` run from a shell. There
-//! the agent reads what `LoadCredential=NAME` would hand the service: the first of
-//! `/etc/credstore/NAME`, `/run/credstore/NAME` and `/usr/lib/credstore/NAME`, as systemd looks.
+//! the agent reads what `LoadCredential=NAME` would hand the service from a file: the first of
+//! `/etc/credstore/NAME`, `/run/credstore/NAME`, `/usr/local/lib/credstore/NAME` and
+//! `/usr/lib/credstore/NAME`, the folders systemd 252 looks in, in its order.
 //! Inside a service (`$CREDENTIALS_DIRECTORY` set), one under another name than the config
 //! says (a copy of the unit, a transient one) reads it from its own credentials folder.
 
@@ -13,15 +14,17 @@ use std::path::{Component, Path, PathBuf};
 const CREDENTIALS: &str = "/run/credentials";
 
 /// Where `LoadCredential=NAME`, without a path, looks for the file, in systemd's order.
-const CREDENTIAL_STORES: [&str; 3] = ["/etc/credstore", "/run/credstore", "/usr/lib/credstore"];
+const CREDENTIAL_STORES: [&str; 4] =
+    ["/etc/credstore", "/run/credstore", "/usr/local/lib/credstore", "/usr/lib/credstore"];
 
 /// Where a file the config names is to be read.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Located {
     /// At its own path.
     Itself,
-    /// In place of a credential that is not where the config says: the file, and what it is.
-    Instead(PathBuf, String),
+    /// In place of a credential that is not where the config says: the file, what it is, and
+    /// what to do should this user not be allowed to read it.
+    Instead { file: PathBuf, what: String, if_denied: String },
     /// Nowhere: a credential not where the config says, and not where it could be; says where
     /// the agent looked and what to do.
     Nowhere(String),
@@ -46,7 +49,11 @@ fn locate_among(path: &Path, handed: Option<&Path>, stores: &[&Path]) -> Located
     if let Some(folder) = handed {
         let own = folder.join(name);
         if own != path && !absent(&own) {
-            return Located::Instead(own, "the credential systemd handed this service".to_owned());
+            return Located::Instead {
+                file: own,
+                what: "the credential systemd handed this service".to_owned(),
+                if_denied: "the service's own user may read it: is this the service?".to_owned(),
+            };
         }
         return Located::Nowhere(format!(
             "systemd handed this service no credential {name} (its folder is {}): add LoadCredential={name} to the \
@@ -57,13 +64,14 @@ fn locate_among(path: &Path, handed: Option<&Path>, stores: &[&Path]) -> Located
     }
     let candidates: Vec<PathBuf> = stores.iter().map(|store| store.join(name)).collect();
     match candidates.iter().find(|candidate| !absent(candidate)) {
-        Some(found) => Located::Instead(
-            found.clone(),
-            format!(
-                "which LoadCredential={name} hands the service; only root may read a credential store: run this as \
-                 root, or let the service read it through LoadCredential={name} in the unit's drop-in"
+        Some(found) => Located::Instead {
+            file: found.clone(),
+            what: format!("which LoadCredential={name} hands the service"),
+            if_denied: format!(
+                "only root may read a credential store: run this as root; the service reads it through \
+                 LoadCredential={name} in the unit's drop-in"
             ),
-        ),
+        },
         None => {
             let looked: Vec<String> = candidates.iter().map(|candidate| candidate.display().to_string()).collect();
             let folder = path.parent().unwrap_or(path).display();
@@ -107,7 +115,7 @@ mod tests {
 
         std::fs::write(&second, "pw").unwrap();
         let instead = |located: Located| match located {
-            Located::Instead(path, _) => path,
+            Located::Instead { file, .. } => file,
             other => panic!("{other:?}"),
         };
         assert_eq!(instead(locate_among(credential, None, &store_paths)), second);
@@ -130,7 +138,7 @@ mod tests {
         std::fs::write(handed.path().join("db-password"), "pw").unwrap();
         let located = locate_among(credential, Some(handed.path()), &stores);
         assert!(
-            matches!(&located, Located::Instead(path, _) if *path == handed.path().join("db-password")),
+            matches!(&located, Located::Instead { file, .. } if *file == handed.path().join("db-password")),
             "{located:?}"
         );
     }

@@ -19,8 +19,11 @@ const MAX_BYTES: u64 = 16 << 20;
 pub fn read_regular_file(path: &Path) -> std::io::Result<Vec<u8>> {
     match credentials::locate(path) {
         Located::Itself => read_this_regular_file(path),
-        Located::Instead(file, what) => read_this_regular_file(&file)
-            .map_err(|error| Error::new(error.kind(), format!("{error} (read from {}, {what})", file.display()))),
+        Located::Instead { file, what, if_denied } => read_this_regular_file(&file).map_err(|error| {
+            let hint =
+                if error.kind() == ErrorKind::PermissionDenied { format!("; {if_denied}") } else { String::new() };
+            Error::new(error.kind(), format!("{error} (read from {}, {what}{hint})", file.display()))
+        }),
         Located::Nowhere(looked) => {
             Err(Error::new(ErrorKind::NotFound, format!("{}: {looked}", Error::from_raw_os_error(libc::ENOENT))))
         }
@@ -74,7 +77,7 @@ pub(crate) fn not_a_plain_file(metadata: &std::fs::Metadata) -> Option<&'static 
 pub(crate) fn readable_by_everyone(path: &Path) -> Option<(u32, PathBuf)> {
     use std::os::unix::fs::PermissionsExt;
     let path = match credentials::locate(path) {
-        Located::Instead(file, _) => file,
+        Located::Instead { file, .. } => file,
         _ => path.to_owned(),
     };
     let mode = std::fs::metadata(&path).ok()?.permissions().mode() & 0o7777;

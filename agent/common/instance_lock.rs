@@ -19,8 +19,8 @@ const LOCK_FILE: &str = "agent.lock";
 pub fn state_dir_remedy(error: &std::io::Error) -> &'static str {
     if error.raw_os_error() == Some(libc::EROFS) {
         "the agent keeps its lock and the remote-write queues there, and the file system is read-only to it: \
-         under the packaged systemd unit only /var/lib/apimetrics-agent (StateDirectory=) may be written, so point \
-         agent.state_dir there, or add the folder to ReadWritePaths= in the unit's drop-in"
+         under the packaged systemd unit only /var/lib/apimetrics-agent (StateDirectory=) may be written: point \
+         agent.state_dir there"
     } else {
         "the agent keeps its lock and the remote-write queues there: create it writable to the agent's user, or \
          point agent.state_dir elsewhere"

@@ -18,3 +18,4 @@ pub(crate) mod ranges;
 pub mod redact;
 pub(crate) mod secret_settings;
 pub mod service_manager;
+pub(crate) mod unit_sandbox;

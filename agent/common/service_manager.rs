@@ -7,6 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 
 /// Sends `state` ("READY=1", "STOPPING=1") to systemd; `Ok(false)` when nothing listens for it.
+/// Never waits: a socket whose queue is full is an error, not a stalled agent.
 pub fn notify(state: &str) -> std::io::Result<bool> {
     let Some(socket) = std::env::var_os("NOTIFY_SOCKET").filter(|socket| !socket.is_empty()) else {
         return Ok(false);
@@ -15,6 +16,8 @@ pub fn notify(state: &str) -> std::io::Result<bool> {
         Some(name) => SocketAddr::from_abstract_name(name)?,
         None => SocketAddr::from_pathname(&socket)?,
     };
-    UnixDatagram::unbound()?.send_to_addr(state.as_bytes(), &address)?;
+    let socket = UnixDatagram::unbound()?;
+    socket.set_nonblocking(true)?;
+    socket.send_to_addr(state.as_bytes(), &address)?;
     Ok(true)
 }

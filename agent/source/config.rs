@@ -9,7 +9,7 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::database_file::{refuse_what_is_no_readable_file, unit_note};
+use super::database_file::refuse_what_is_no_readable_file;
 use super::mysql_url::{self, MysqlServer};
 use super::tls::{SslMode, root_store};
 use crate::common::escape::percent_decoded;
@@ -18,6 +18,7 @@ use crate::common::problems::{DurationText, Problems, checked_duration, count, d
 use crate::common::ranges::{SOURCE_BUSY_TIMEOUT, SOURCE_ROWS_PER_READ, SOURCE_TIMEOUT, SOURCE_WINDOW};
 use crate::common::redact::{Secret, credentials_out_of_urls};
 use crate::common::secret_settings::{read_secret, warn_if_weak};
+use crate::common::unit_sandbox::unit_note;
 
 /// A checked `[source]` table.
 #[derive(Debug, Clone)]

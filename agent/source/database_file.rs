@@ -4,12 +4,13 @@
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{anyhow, bail};
 
 use crate::common::files::not_a_regular_file;
 use crate::common::open_files;
+use crate::common::unit_sandbox::unit_note;
 
 /// Refuses, before anything opens it, a path that is not a regular file this user may read: a
 /// named pipe would block the open for ever, and a directory, socket or device is no database.
@@ -47,53 +48,6 @@ pub(crate) fn refuse_what_is_no_readable_file(path: &Path) -> anyhow::Result<()>
     bail!("{} is {what}, not a SQLite database file: point source.database at the app's database file", path.display())
 }
 
-/// What the packaged systemd unit hides from the agent that `path` is in: it sees neither the
-/// users' homes (`ProtectHome=yes`) nor the system's temporary folders (`PrivateTmp=yes` gives it
-/// empty ones of its own), so a database there is found by `check` as root but not by the service.
-/// The path is looked at as the kernel would reach it: symbolic links and `..` resolved.
-pub(crate) fn hidden_by_the_unit(path: &Path) -> Option<Hidden> {
-    let path = resolved(path);
-    let under = |folders: &[&str]| folders.iter().any(|folder| path.starts_with(folder));
-    if under(&["/home", "/root", "/run/user"]) {
-        Some(Hidden {
-            note: "the packaged systemd unit hides /home, /root and /run/user from the agent (ProtectHome=yes)",
-            loosen: "ProtectHome=read-only",
-        })
-    } else if under(&["/tmp", "/var/tmp"]) {
-        Some(Hidden {
-            note: "the packaged systemd unit gives the agent empty /tmp and /var/tmp folders of its own \
-                   (PrivateTmp=yes)",
-            loosen: "PrivateTmp=no",
-        })
-    } else {
-        None
-    }
-}
-
-/// What the packaged unit does to a path, and the drop-in setting that undoes it.
-pub(crate) struct Hidden {
-    pub(crate) note: &'static str,
-    pub(crate) loosen: &'static str,
-}
-
-/// `path` made absolute, its symbolic links and `..` resolved as far as it exists, the rest
-/// appended as written.
-fn resolved(path: &Path) -> PathBuf {
-    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
-    absolute
-        .ancestors()
-        .find_map(|ancestor| {
-            let real = std::fs::canonicalize(ancestor).ok()?;
-            Some(real.join(absolute.strip_prefix(ancestor).ok()?))
-        })
-        .unwrap_or(absolute)
-}
-
-/// `hidden_by_the_unit` as a clause of an error message, or nothing.
-pub(crate) fn unit_note(path: &Path) -> String {
-    hidden_by_the_unit(path).map(|hidden| format!("; if it runs as a service: {}", hidden.note)).unwrap_or_default()
-}
-
 /// Why `path` could not be opened for reading, for an error that is not about access. Running out
 /// of descriptors is said plainly: it is the agent's state, not the file's.
 fn cannot_open(path: &Path, error: &std::io::Error) -> anyhow::Error {
@@ -118,27 +72,6 @@ fn cannot_open(path: &Path, error: &std::io::Error) -> anyhow::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_the_folders_the_unit_hides_are_named() {
-        let hidden = |path: &Path| hidden_by_the_unit(path).map(|hidden| hidden.loosen);
-        assert_eq!(hidden(Path::new("/home/app/db.sqlite3")), Some("ProtectHome=read-only"));
-        assert_eq!(hidden(Path::new("/root/db.sqlite3")), Some("ProtectHome=read-only"));
-        assert_eq!(hidden(Path::new("/tmp/db.sqlite3")), Some("PrivateTmp=no"));
-        assert_eq!(hidden(Path::new("/var/tmp/x/db.sqlite3")), Some("PrivateTmp=no"));
-        assert_eq!(hidden(Path::new("/srv/../tmp/db.sqlite3")), Some("PrivateTmp=no"));
-        for seen in ["/srv/payments/db.sqlite3", "/homework/db.sqlite3", "/var/lib/app/db.sqlite3"] {
-            assert_eq!(hidden(Path::new(seen)), None, "{seen}");
-        }
-        // Through a link, where the file really is counts.
-        let folder = tempfile::tempdir_in("/var/tmp").unwrap();
-        let link = std::env::temp_dir().join(format!("apimetrics-link-{}", std::process::id()));
-        let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(folder.path(), &link).unwrap();
-        let through_link = hidden(&link.join("db.sqlite3"));
-        std::fs::remove_file(&link).unwrap();
-        assert_eq!(through_link, Some("PrivateTmp=no"));
-    }
 
     #[test]
     fn running_out_of_descriptors_is_named_and_not_blamed_on_the_file() {

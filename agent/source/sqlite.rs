@@ -247,13 +247,12 @@ pub(crate) fn check(path: &Path, source: &SourceConfig, cancel: &Cancel) -> anyh
         )),
         Some((name, true)) => report.push_str(&format!("index {name} covers the window query\n")),
     }
-    if let Some(hidden) = database_file::hidden_by_the_unit(path) {
+    if let Some(hidden) = crate::common::unit_sandbox::hidden_by_the_unit(path) {
         report.push_str(&format!(
-            "warning: {}, so `run` under it will not find {}: move the database, or loosen the unit with {} in a \
-             drop-in\n",
+            "warning: {}, so `run` under it will not find {}: {}\n",
             hidden.note,
             path.display(),
-            hidden.loosen
+            hidden.remedy
         ));
     }
     Ok(report)

@@ -361,7 +361,8 @@ fn outside_the_service_a_credential_is_read_where_load_credential_finds_it() {
         "pushgateway[0].basic_auth.password_file: cannot read {credential}: No such file or directory (os error 2): \
          /run/credentials/{name}.service/ exists only inside the running service, where systemd puts what \
          LoadCredential= hands it; outside it the agent reads what LoadCredential={password} would hand it, and \
-         there is no {}, no /run/credstore/{password}, no /usr/lib/credstore/{password}",
+         there is no {}, no /run/credstore/{password}, no /usr/local/lib/credstore/{password}, no \
+         /usr/lib/credstore/{password}",
         store_file.display()
     );
     assert!(message.contains(&expected), "{message}");

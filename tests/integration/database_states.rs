@@ -119,20 +119,32 @@ fn a_database_the_packaged_unit_cannot_see_is_warned_about() {
     std::fs::copy(site.database(), &database).unwrap();
     let config = site.write_config(
         "config.toml",
-        &format!("[source]\ndatabase = {:?}\n[schedule]\ninterval = \"1s\"\n", database.display().to_string()),
+        &format!(
+            "[agent]\nstate_dir = {:?}\n[source]\ndatabase = {:?}\n[schedule]\ninterval = \"1s\"\n",
+            private.path().join("state").display().to_string(),
+            database.display().to_string()
+        ),
     );
     let output = run_agent(&config, &["check"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let report = stdout(&output);
     let expected = format!(
         "warning: the packaged systemd unit gives the agent empty /tmp and /var/tmp folders of its own \
-         (PrivateTmp=yes), so `run` under it will not find {}",
+         (PrivateTmp=, which DynamicUser=yes keeps on), so `run` under it will not find {}: move it out of /tmp \
+         and /var/tmp",
         database.display()
+    );
+    assert!(report.contains(&expected), "{report}");
+    let expected = format!(
+        "warning: agent.state_dir {}: the packaged systemd unit gives the agent empty /tmp and /var/tmp folders \
+         of its own (PrivateTmp=, which DynamicUser=yes keeps on), so under it the agent's lock and queues would \
+         not last past a restart or could not be written: point agent.state_dir at /var/lib/apimetrics-agent",
+        private.path().join("state").display()
     );
     assert!(report.contains(&expected), "{report}");
 
     std::fs::remove_file(&database).unwrap();
-    assert_config_refused(&config, &["source.database: no such file", "(PrivateTmp=yes)"]);
+    assert_config_refused(&config, &["source.database: no such file", "(PrivateTmp=, which DynamicUser=yes keeps on)"]);
 }
 
 #[test]
