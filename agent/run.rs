@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use tracing::{error, info, warn};
 
 use crate::common::deadline::Watchdog;
@@ -139,20 +139,21 @@ impl Agent {
 
         // Opening a queue checks it, which takes seconds on a big one: off the runtime's threads,
         // so that a SIGTERM meanwhile is seen, and with systemd's start timeout pushed on while
-        // it lasts (a unit of Type=notify is killed if it is not ready within it).
-        let extending = tokio::spawn(async {
+        // it lasts (a unit of Type=notify is killed if it is not ready within it). Aborted when
+        // dropped, should a SIGTERM end the start.
+        let extending = AbortOnDropHandle::new(tokio::spawn(async {
             let period = START_TIMEOUT_EXTENSION / 3;
             let mut every = tokio::time::interval_at(Instant::now() + period, period);
             loop {
                 every.tick().await;
                 tell_systemd(&format!("EXTEND_TIMEOUT_USEC={}", START_TIMEOUT_EXTENSION.as_micros()));
             }
-        });
+        }));
         let outlets = {
             let (config, telemetry, stop) = (config.clone(), telemetry.clone(), stop.clone());
             tokio::task::spawn_blocking(move || Outlets::start(&config, &telemetry, &stop)).await
         };
-        extending.abort();
+        drop(extending);
         let outlets = outlets.context("opening the outlets")??;
         let (tick_sender, ticks) = mpsc::channel(1);
         let ticker = Ticker::start(&config, config.run_on_start, tick_sender.clone(), &stop);
