@@ -130,29 +130,25 @@ fn warn_of_secrets_everyone_may_read(problems: &mut Problems<'_>, path: &Path) {
     let mut keys = problems.take_inline_secrets();
     keys.dedup();
     let Some((mode, _)) = readable_by_everyone(path).filter(|_| !keys.is_empty()) else { return };
-    let file_key = |key: &str| {
+    // "the secret at KEY to FILE KEY", for a key whose secret has a file form.
+    let move_to_file = |key: &str| {
+        if key == "source.database" {
+            return Some("the password in source.database to source.password_file".to_owned());
+        }
         [(".basic_auth.password", ".basic_auth.password_file"), (".bearer_token", ".bearer_token_file")]
             .into_iter()
-            .find_map(|(inline, file)| key.strip_suffix(inline).map(|table| format!("{table}{file}")))
-            .or_else(|| (key == "source.database").then(|| "source.password_file".to_owned()))
+            .find_map(|(inline, file)| key.strip_suffix(inline).map(|table| format!("{key} to {table}{file}")))
     };
-    let (movable, fixed): (Vec<&String>, Vec<&String>) = keys.iter().partition(|key| file_key(key).is_some());
+    let moves: Vec<String> = keys.iter().filter_map(|key| move_to_file(key)).collect();
+    let fixed: Vec<&str> = keys.iter().map(String::as_str).filter(|key| move_to_file(key).is_none()).collect();
     let mut remedies = Vec::new();
-    if !movable.is_empty() {
-        let moves: Vec<String> = movable
-            .iter()
-            .map(|key| {
-                let what = if *key == "source.database" { "the password in source.database" } else { key.as_str() };
-                format!("{what} to {}", file_key(key).unwrap_or_default())
-            })
-            .collect();
+    if !moves.is_empty() {
         remedies.push(format!(
             "move {}, naming a file only the agent's user may read (LoadCredential= under systemd)",
             moves.join(", ")
         ));
     }
     if !fixed.is_empty() {
-        let fixed: Vec<&str> = fixed.iter().map(|key| key.as_str()).collect();
         remedies.push(format!(
             "{} {} no file form: keep the config from other users (mode 0640, in a group the agent's user has: \
              SupplementaryGroups= under systemd)",
@@ -323,7 +319,8 @@ impl RawConfig {
 fn remember_proxies_from_the_environment(problems: &mut Problems<'_>) {
     for name in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"] {
         if let Some(url) = std::env::var(name).ok().and_then(|value| reqwest::Url::parse(&value).ok()) {
-            remember_proxy_credentials(problems, &format!("{name} (environment)"), &url);
+            // Not written in the config: no warning about who may read it.
+            let _ = remember_proxy_credentials(problems, &format!("{name} (environment)"), &url);
         }
     }
 }

@@ -6,9 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
-/// What the packaged systemd unit hides from the agent that `path` is in, if anything. The path is taken both as written and with its symbolic links and `..` resolved, and each
-/// folder both ways too, as systemd follows links when it hides one (`/home` may be a link to
-/// `/var/home`).
+/// What the packaged systemd unit hides from the agent that `path` is in, if anything. The path
+/// is taken both as written and with its symbolic links and `..` resolved, and each folder both
+/// ways too, as systemd follows links when it hides one (`/home` may be a link to `/var/home`).
 pub(crate) fn hidden_by_the_unit(path: &Path) -> Option<Hidden> {
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
     let paths = [resolved(&absolute), absolute];
@@ -40,17 +40,16 @@ pub(crate) struct Hidden {
     pub(crate) remedy: &'static str,
 }
 
-/// `path` made absolute, its symbolic links and `..` resolved as far as it exists, the rest
-/// appended as written.
-fn resolved(path: &Path) -> PathBuf {
-    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+/// `absolute` with its symbolic links and `..` resolved as far as it exists, the rest appended
+/// as written.
+fn resolved(absolute: &Path) -> PathBuf {
     absolute
         .ancestors()
         .find_map(|ancestor| {
             let real = std::fs::canonicalize(ancestor).ok()?;
             Some(real.join(absolute.strip_prefix(ancestor).ok()?))
         })
-        .unwrap_or(absolute)
+        .unwrap_or_else(|| absolute.to_owned())
 }
 
 /// `hidden_by_the_unit` as a clause of an error message, or nothing.

@@ -152,10 +152,11 @@ impl RawHttp<'_> {
                 None
             }
             (Some(token), None) => {
-                problems.inline_secret(&format!("{key}.bearer_token"));
+                let token_key = format!("{key}.bearer_token");
+                problems.inline_secret(&token_key);
                 let secret = Secret::new(token.get_ref().clone());
-                warn_if_weak(problems, &format!("{key}.bearer_token"), &secret);
-                usable_in_a_header(problems, &format!("{key}.bearer_token"), token, Some(secret))
+                warn_if_weak(problems, &token_key, &secret);
+                usable_in_a_header(problems, &token_key, token, Some(secret))
             }
             (None, Some(file)) => {
                 let file_key = format!("{key}.bearer_token_file");
@@ -183,10 +184,10 @@ impl RawHttp<'_> {
         let shown = without_credentials(proxy.get_ref());
         match Url::parse(proxy.get_ref()) {
             Ok(url) if ["http", "https"].contains(&url.scheme()) => {
-                if !url.username().is_empty() || url.password().is_some() {
-                    problems.inline_secret(&format!("{key}.proxy_url"));
+                let proxy_key = format!("{key}.proxy_url");
+                if remember_proxy_credentials(problems, &proxy_key, &url) {
+                    problems.inline_secret(&proxy_key);
                 }
-                remember_proxy_credentials(problems, &format!("{key}.proxy_url"), &url);
                 Some(url)
             }
             // reqwest is built without its `socks` feature: such a proxy would fail every request.
@@ -232,10 +233,10 @@ fn remember_header_value(problems: &mut Problems<'_>, key: &str, value: &str) {
 }
 
 /// Remembers the password in a proxy's URL, as written and as sent (`Proxy-Authorization:
-/// Basic` with the base64 of user:password), and warns if it is weak.
-pub(crate) fn remember_proxy_credentials(problems: &mut Problems<'_>, key: &str, url: &Url) {
+/// Basic` with the base64 of user:password), and warns if it is weak; whether the URL held any.
+pub(crate) fn remember_proxy_credentials(problems: &mut Problems<'_>, key: &str, url: &Url) -> bool {
     if url.username().is_empty() && url.password().is_none() {
-        return;
+        return false;
     }
     let password = url.password().unwrap_or_default();
     let (username, decoded_password) = (percent_decoded(url.username()), percent_decoded(password));
@@ -246,6 +247,7 @@ pub(crate) fn remember_proxy_credentials(problems: &mut Problems<'_>, key: &str,
     // A proxy that takes a token as its user name, with no password: the name is the secret.
     let secret = if password.is_empty() { username } else { decoded_password };
     warn_if_weak(problems, key, &Secret::new(secret));
+    true
 }
 
 /// `token`, if "Bearer <token>" can be an HTTP header's value; else a problem at `place`, which
